@@ -1,0 +1,190 @@
+//! Configuration: defaults → a TOML file (`--config`) → `GATEHOUSE_*` environment → flags.
+//! Parsed once into [`Settings`]; secrets are never printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags (each also read from its `GATEHOUSE_*` variable).
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "GATEHOUSE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory: SQLite database, signing key, the worker's bundle copy and audit spool.
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://… (default: under the data dir) or postgres://…
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Control plane and console address.
+    #[arg(long, env = "GATEHOUSE_LISTEN", global = true)]
+    listen: Option<String>,
+    /// Gateway worker address.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN", global = true)]
+    gateway_listen: Option<String>,
+    /// The control plane's public URL (default: http://<listen address>).
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// The gateway's public URL (default: http://<gateway listen address>).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_PUBLIC_URL", global = true)]
+    gateway_public_url: Option<String>,
+    /// Control plane URL a gateway worker polls.
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", global = true)]
+    control_url: Option<String>,
+    /// Shared token between control plane and workers.
+    #[arg(long, env = "GATEHOUSE_WORKER_TOKEN", global = true, hide_env_values = true)]
+    worker_token: Option<String>,
+    /// Public signing key(s) a worker trusts (base64), repeatable.
+    #[arg(long = "trusted-key", env = "GATEHOUSE_TRUSTED_KEYS", value_delimiter = ',', global = true)]
+    trusted_keys: Vec<String>,
+    /// Gateway group.
+    #[arg(long, env = "GATEHOUSE_GROUP", global = true)]
+    group: Option<String>,
+    /// Where the console's browser assets (pkg/) are.
+    #[arg(long, env = "GATEHOUSE_SITE_ROOT", global = true)]
+    site_root: Option<PathBuf>,
+    /// E-mail of the bootstrap administrator created on first start.
+    #[arg(long, env = "GATEHOUSE_ADMIN_EMAIL", global = true)]
+    admin_email: Option<String>,
+    /// Password of the bootstrap administrator (generated and printed when not given).
+    #[arg(long, env = "GATEHOUSE_ADMIN_PASSWORD", global = true, hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Timeout for each upstream MCP call, in seconds.
+    #[arg(long, env = "GATEHOUSE_UPSTREAM_TIMEOUT_SECS", global = true)]
+    upstream_timeout_secs: Option<u64>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<String>,
+    gateway_listen: Option<String>,
+    public_url: Option<String>,
+    gateway_public_url: Option<String>,
+    control_url: Option<String>,
+    worker_token_file: Option<PathBuf>,
+    trusted_keys: Option<Vec<String>>,
+    group: Option<String>,
+    site_root: Option<PathBuf>,
+    admin_email: Option<String>,
+    upstream_timeout_secs: Option<u64>,
+}
+
+/// Validated settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: String,
+    pub gateway_listen: String,
+    pub public_url: Option<String>,
+    pub gateway_public_url: Option<String>,
+    pub control_url: Option<String>,
+    pub worker_token: Option<String>,
+    pub trusted_keys: Vec<String>,
+    pub group: String,
+    pub site_root: PathBuf,
+    pub admin_email: String,
+    pub admin_password: Option<String>,
+    pub upstream_timeout: Duration,
+}
+
+impl Settings {
+    /// Merges file and flags/environment over the defaults.
+    pub fn load(args: SettingsArgs) -> anyhow::Result<Settings> {
+        let file: FileSettings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let worker_token = match (args.worker_token, &file.worker_token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let trusted_keys = if args.trusted_keys.is_empty() { file.trusted_keys.unwrap_or_default() } else { args.trusted_keys };
+        let timeout = args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(30);
+        if timeout == 0 || timeout > 3600 {
+            anyhow::bail!("upstream timeout must be between 1 and 3600 seconds, got {timeout}");
+        }
+        Ok(Settings {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            database_url: args.database_url.or(file.database_url),
+            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
+            gateway_listen: args.gateway_listen.or(file.gateway_listen).unwrap_or_else(|| "127.0.0.1:8090".into()),
+            public_url: args.public_url.or(file.public_url).map(|u| u.trim_end_matches('/').to_owned()),
+            gateway_public_url: args
+                .gateway_public_url
+                .or(file.gateway_public_url)
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            control_url: args.control_url.or(file.control_url),
+            worker_token,
+            trusted_keys,
+            group: args.group.or(file.group).unwrap_or_else(|| "default".into()),
+            site_root: args.site_root.or(file.site_root).unwrap_or_else(|| PathBuf::from("target/site")),
+            admin_email: args.admin_email.or(file.admin_email).unwrap_or_else(|| "admin@gatehouse.local".into()),
+            admin_password: args.admin_password,
+            upstream_timeout: Duration::from_secs(timeout),
+        })
+    }
+}
+
+const KNOWN_ENV: &[&str] = &[
+    "GATEHOUSE_CONFIG",
+    "GATEHOUSE_DATA_DIR",
+    "GATEHOUSE_LISTEN",
+    "GATEHOUSE_GATEWAY_LISTEN",
+    "GATEHOUSE_PUBLIC_URL",
+    "GATEHOUSE_GATEWAY_PUBLIC_URL",
+    "GATEHOUSE_CONTROL_URL",
+    "GATEHOUSE_WORKER_TOKEN",
+    "GATEHOUSE_TRUSTED_KEYS",
+    "GATEHOUSE_GROUP",
+    "GATEHOUSE_SITE_ROOT",
+    "GATEHOUSE_ADMIN_EMAIL",
+    "GATEHOUSE_ADMIN_PASSWORD",
+    "GATEHOUSE_UPSTREAM_TIMEOUT_SECS",
+    // Read by the test harness, not by the binary; listed so they are not reported as typos.
+    "GATEHOUSE_TEST_DATABASE_URL",
+    "GATEHOUSE_PEERS_DIR",
+    "GATEHOUSE_PYTHON",
+];
+
+/// Warns about `GATEHOUSE_*` variables that no setting reads (usually a typo).
+pub fn warn_unknown_env(vars: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    let unknown: Vec<String> =
+        vars.map(|(k, _)| k).filter(|k| k.starts_with("GATEHOUSE_") && !KNOWN_ENV.contains(&k.as_str())).collect();
+    for k in &unknown {
+        eprintln!("gatehouse: warning: unknown environment variable {k} is ignored");
+    }
+    unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_gatehouse_variables_are_reported() {
+        let vars = vec![
+            ("GATEHOUSE_LISTEN".to_owned(), "x".to_owned()),
+            ("GATEHOUSE_LISTN".to_owned(), "x".to_owned()),
+            ("PATH".to_owned(), "x".to_owned()),
+        ];
+        assert_eq!(warn_unknown_env(vars.into_iter()), vec!["GATEHOUSE_LISTN".to_owned()]);
+    }
+}

@@ -1,0 +1,411 @@
+//! End to end, with real peers: `gatehouse serve` (the real binary, SQLite in a temp dir), the
+//! official MCP reference server (`@modelcontextprotocol/server-everything`) as the upstream, and
+//! the official Python MCP SDK as the client. Walks the skeleton's user story: configure a tenant
+//! over GraphQL, connect a client through the gateway, see policy enforced and audited, change the
+//! policy and see it take effect without a restart, and try to cross from one tenant into another.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn peers_dir() -> PathBuf {
+    let dir = std::env::var_os("GATEHOUSE_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node_modules"));
+    assert!(
+        dir.join("@modelcontextprotocol/server-everything").exists(),
+        "test peers are not installed in {}: run `scripts/setup.sh test` (or `make test`)",
+        dir.display()
+    );
+    dir
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEHOUSE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".tools/venv/bin/python");
+    assert!(venv.exists(), "the Python MCP SDK venv is missing: run `scripts/setup.sh test` (or `make test`)");
+    venv
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_tcp(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_everything() -> (Proc, String) {
+    let port = free_port();
+    let peers = peers_dir();
+    let child = Command::new("node")
+        .arg("--require")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bind-localhost.cjs"))
+        .arg(peers.join("@modelcontextprotocol/server-everything/dist/index.js"))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node must be installed");
+    let proc = Proc(child);
+    wait_for_tcp(port, "server-everything");
+    (proc, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+struct Gatehouse {
+    _proc: Proc,
+    control: String,
+    gateway: String,
+    _data: tempfile::TempDir,
+}
+
+fn start_gatehouse() -> Gatehouse {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("GATEHOUSE_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("[gatehouse] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let (mut control, mut gateway) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.is_none() || gateway.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("gatehouse serve did not report its addresses in time");
+        let url_after = |marker: &str| line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_owned());
+        if let Some(u) = url_after("console listening on ") {
+            control = Some(u);
+        }
+        if let Some(u) = url_after("gateway worker listening on ") {
+            gateway = Some(u);
+        }
+    }
+    Gatehouse { _proc: proc, control: control.unwrap(), gateway: gateway.unwrap(), _data: data }
+}
+
+/// A GraphQL client signed in as a console user (session cookie + same-origin header), or holding
+/// an API token.
+struct Gql {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+    bearer: Option<String>,
+}
+
+impl Gql {
+    async fn sign_in(base: &str, email: &str, password: &str) -> Gql {
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{base}/auth/login"))
+            .header("origin", base)
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "sign-in failed: {}", resp.text().await.unwrap());
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("gatehouse_session="))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+            .expect("sign-in sets the session cookie");
+        Gql { http, base: base.to_owned(), cookie: Some(cookie), bearer: None }
+    }
+
+    fn with_token(base: &str, token: &str) -> Gql {
+        Gql { http: reqwest::Client::new(), base: base.to_owned(), cookie: None, bearer: Some(token.to_owned()) }
+    }
+
+    async fn raw(&self, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c).header("origin", &self.base);
+        }
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Runs a query that must succeed and returns its `data`.
+    async fn ok(&self, query: &str, variables: Value) -> Value {
+        let v = self.raw(query, variables).await;
+        assert!(v.get("errors").is_none(), "GraphQL errors: {v}");
+        v["data"].clone()
+    }
+
+    /// Runs a query that must fail and returns the first error's `extensions.code` and message.
+    async fn err(&self, query: &str, variables: Value) -> (String, String) {
+        let v = self.raw(query, variables).await;
+        let e = &v["errors"][0];
+        assert!(!e.is_null(), "expected an error, got {v}");
+        (e["extensions"]["code"].as_str().unwrap_or_default().to_owned(), e["message"].as_str().unwrap().to_owned())
+    }
+}
+
+async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
+    )
+    .await
+    .expect("the Python MCP client hung")
+    .unwrap();
+    assert!(out.status.success(), "Python MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tool_names(result: &Value) -> Vec<String> {
+    let mut names: Vec<String> =
+        result["tools"].as_array().expect("a tools list").iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+const SET_GRANTS: &str = "mutation($g: [GrantInput!]!) { setRoleGrants(tenant: \"acme\", role: \"analyst\", grants: $g) { grants { server tool } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_skeleton_end_to_end() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    // Step 2: configure a tenant.
+    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme Corp") { slug } }"#, json!({})).await;
+    let server = admin
+        .ok(
+            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug tools { name } } }",
+            json!({ "url": upstream_url }),
+        )
+        .await;
+    let tools: Vec<&str> =
+        server["registerServer"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"get-sum"), "tools fetched from the upstream: {tools:?}");
+    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "analyst", description: "reads things") { slug } }"#, json!({})).await;
+    admin.ok(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "echo" }] })).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#, json!({}))
+        .await;
+    let role = admin
+        .ok(r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { members } }"#, json!({}))
+        .await;
+    assert_eq!(role["bindRole"]["members"], json!(["alice@acme.test"]));
+    let vs = admin
+        .ok(
+            r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev tools", servers: ["everything"]) { endpoint } }"#,
+            json!({}),
+        )
+        .await;
+    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(endpoint, format!("{}/mcp/acme/dev", gh.gateway));
+    let token = admin
+        .ok(r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret token { prefix } } }"#, json!({}))
+        .await;
+    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with(token["createToken"]["token"]["prefix"].as_str().unwrap()));
+
+    // Step 3: a real MCP client through the gateway. The bundle reaches the worker asynchronously,
+    // so allow it a bounded moment to arrive.
+    let steps = json!([["list"], ["call", "echo", { "message": "hello through the gateway" }], ["call", "get-sum", { "a": 1, "b": 2 }]]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let out = mcp_client(&endpoint, &secret, steps.clone()).await;
+        if out["results"][0].get("tools").is_some() || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(tool_names(&first["results"][0]), vec!["echo"], "only the granted tool is listed: {first}");
+    let echoed = first["results"][1]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(echoed.contains("hello through the gateway"), "the upstream's echo came back: {first}");
+    let denied = &first["results"][2]["error"];
+    assert_eq!(denied["code"], -32003, "a call outside the grant is refused: {first}");
+    assert!(denied["message"].as_str().unwrap().contains("get-sum"), "the refusal says which tool: {denied}");
+    assert_eq!(denied["data"]["code"], "TOOL_NOT_GRANTED");
+
+    // No token, or a bad one: 401 with the resource-metadata pointer.
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}});
+    let expected_challenge = format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/acme/dev\"", gh.gateway);
+    for auth in [None, Some("Bearer ghp_not-a-real-token")] {
+        let mut req = http.post(&endpoint).header("accept", "application/json, text/event-stream").json(&init);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["www-authenticate"].to_str().unwrap(), expected_challenge);
+    }
+    // Malformed JSON-RPC is a 400 with a JSON-RPC parse error, not a 500.
+    let resp = http
+        .post(&endpoint)
+        .bearer_auth(&secret)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], -32700);
+
+    // Step 4: the calls are in the audit trail with the full attribution chain.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let data = admin.ok(
+            r#"{ auditEvents(tenant: "acme", limit: 200) { user clientName clientVersion virtualServer upstreamServer method tool outcome reason latencyUs bundleRevision timeMs } }"#,
+            json!({}),
+        ).await;
+        let events = data["auditEvents"].as_array().unwrap().clone();
+        let has = |tool: &str, outcome: &str| events.iter().any(|e| e["method"] == "tools/call" && e["tool"] == tool && e["outcome"] == outcome);
+        if (has("echo", "allowed") && has("get-sum", "denied")) || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let allowed = events.iter().find(|e| e["method"] == "tools/call" && e["tool"] == "echo").expect("the echo call is audited");
+    assert_eq!(allowed["user"], "alice@acme.test");
+    assert_eq!(allowed["virtualServer"], "dev");
+    assert_eq!(allowed["upstreamServer"], "everything");
+    assert_eq!(allowed["outcome"], "allowed");
+    assert!(allowed["clientName"].as_str().is_some_and(|n| !n.is_empty()), "client name recorded: {allowed}");
+    assert!(allowed["clientVersion"].as_str().is_some_and(|n| !n.is_empty()), "client version recorded: {allowed}");
+    assert!(allowed["latencyUs"].as_i64().unwrap() > 0);
+    assert_eq!(allowed["bundleRevision"].as_str().unwrap().len(), 64);
+    let refused = events.iter().find(|e| e["tool"] == "get-sum").expect("the refused call is audited");
+    assert_eq!(refused["outcome"], "denied");
+    assert!(refused["reason"].as_str().unwrap().contains("get-sum"));
+    assert!(events.iter().any(|e| e["method"] == "tools/list" && e["outcome"] == "allowed"));
+    assert!(events.iter().any(|e| e["outcome"] == "denied" && e["user"].is_null()), "the 401s are audited too");
+
+    // Step 5: grant another tool; the same kind of client sees it without any restart.
+    admin
+        .ok(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "echo" }, { "server": "everything", "tool": "get-sum" }] }))
+        .await;
+    let changed_at = Instant::now();
+    let after = loop {
+        let out = mcp_client(&endpoint, &secret, json!([["list"], ["call", "get-sum", { "a": 1, "b": 2 }]])).await;
+        if tool_names(&out["results"][0]).contains(&"get-sum".to_owned()) {
+            break out;
+        }
+        assert!(changed_at.elapsed() < Duration::from_secs(15), "the policy change never reached the worker: {out}");
+    };
+    eprintln!("policy change visible to a new client after {:?}", changed_at.elapsed());
+    assert_eq!(tool_names(&after["results"][0]), vec!["echo", "get-sum"]);
+    let sum = after["results"][1]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(sum.contains('3'), "get-sum now reaches the upstream: {after}");
+
+    // Tenants never see each other.
+    admin.ok(r#"mutation { createTenant(slug: "beta", name: "Beta Ltd") { slug } }"#, json!({})).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "beta", email: "bob@beta.test", displayName: "Bob", consoleRole: "admin") { id } }"#, json!({}))
+        .await;
+    let bob_token = admin
+        .ok(r#"mutation { createToken(tenant: "beta", userEmail: "bob@beta.test", name: "cli") { secret } }"#, json!({}))
+        .await["createToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = Gql::with_token(&gh.control, &bob_token);
+    assert_eq!(bob.ok("{ tenants { slug } }", json!({})).await["tenants"], json!([{ "slug": "beta" }]));
+    for q in [
+        r#"{ servers(tenant: "acme") { slug } }"#,
+        r#"{ auditEvents(tenant: "acme") { id } }"#,
+        r#"{ tokens(tenant: "acme") { id } }"#,
+    ] {
+        assert_eq!(bob.err(q, json!({})).await.0, "NOT_FOUND", "{q}");
+    }
+    let (code, _) = bob.err(r#"mutation { createRole(tenant: "acme", slug: "evil") { slug } }"#, json!({})).await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = bob.err(r#"mutation { createTenant(slug: "gamma", name: "G") { slug } }"#, json!({})).await;
+    assert_eq!(code, "FORBIDDEN");
+    // Bob's token means nothing on Acme's gateway endpoint.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        let resp = http.post(&endpoint).bearer_auth(&bob_token).header("accept", "application/json, text/event-stream").json(&init).send().await.unwrap();
+        if resp.status() == 401 || Instant::now() > deadline {
+            break resp;
+        }
+    };
+    assert_eq!(resp.status(), 401);
+
+    // Bad input gets specific errors.
+    let (code, msg) = admin.err(r#"mutation { createTenant(slug: "Not A Slug", name: "x") { slug } }"#, json!({})).await;
+    assert_eq!(code, "INVALID_INPUT");
+    assert!(msg.starts_with("slug:"), "{msg}");
+    let (code, _) = admin.err(r#"mutation { createTenant(slug: "acme", name: "again") { slug } }"#, json!({})).await;
+    assert_eq!(code, "CONFLICT");
+    let (code, msg) = admin
+        .err(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "no-such-tool" }] }))
+        .await;
+    assert_eq!(code, "INVALID_INPUT");
+    assert!(msg.contains("no-such-tool"), "{msg}");
+    let (code, _) = admin
+        .err(r#"mutation { registerServer(tenant: "acme", slug: "down", name: "Down", url: "http://127.0.0.1:9/mcp") { slug } }"#, json!({}))
+        .await;
+    assert_eq!(code, "UPSTREAM_UNAVAILABLE");
+    assert!(admin.ok(r#"{ servers(tenant: "acme") { slug } }"#, json!({})).await["servers"].as_array().unwrap().len() == 1, "a failed registration stores nothing");
+    let anonymous = Gql { http: reqwest::Client::new(), base: gh.control.clone(), cookie: None, bearer: None };
+    assert_eq!(anonymous.err("{ me { email } }", json!({})).await.0, "UNAUTHENTICATED");
+    let resp = http.post(format!("{}/auth/login", gh.control)).header("origin", &gh.control).json(&json!({"email": ADMIN_EMAIL, "password": "wrong"})).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "INVALID_CREDENTIALS");
+    // A cookie-authenticated change without a same-origin proof is refused (CSRF).
+    let resp = http
+        .post(format!("{}/graphql", gh.control))
+        .header("cookie", admin.cookie.clone().unwrap())
+        .header("origin", "http://evil.example")
+        .json(&json!({ "query": r#"mutation { createTenant(slug: "csrf", name: "x") { slug } }"# }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "CSRF_REJECTED");
+    assert_eq!(admin.ok("{ tenants { slug } }", json!({})).await["tenants"], json!([{"slug":"acme"},{"slug":"beta"},{"slug":"platform"}]));
+}

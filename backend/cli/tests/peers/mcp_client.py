@@ -1,0 +1,49 @@
+"""A real MCP client (the official Python SDK) driven by Gatehouse's end-to-end tests.
+
+Usage: mcp_client.py URL TOKEN STEPS_JSON
+STEPS_JSON is a list of steps: ["list"] or ["call", NAME, ARGS]. Prints one JSON object:
+{"protocolVersion": ..., "serverInfo": ..., "results": [...]}, one result per step:
+{"tools": [names]} | {"content": [...], "isError": bool} | {"error": {"code", "message", "data"}}.
+Exit code 0 when the session worked (a refused call is a result, not a failure).
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+
+async def main(url: str, token: str, steps: list) -> dict:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    out: dict = {"results": []}
+    async with http:
+        transport = streamable_http_client(url, http_client=http)
+        # No response cache: the tests check that policy changes show up at once.
+        async with Client(transport, cache=None, read_timeout_seconds=20) as client:
+            out["protocolVersion"] = client.protocol_version
+            info = client.server_info
+            out["serverInfo"] = info.model_dump(mode="json") if info is not None else None
+            for step in steps:
+                try:
+                    if step[0] == "list":
+                        res = await client.list_tools()
+                        out["results"].append({"tools": [t.name for t in res.tools]})
+                    elif step[0] == "call":
+                        res = await client.call_tool(step[1], step[2])
+                        out["results"].append(
+                            {"content": [c.model_dump(mode="json") for c in res.content], "isError": bool(res.is_error)}
+                        )
+                    else:
+                        raise SystemExit(f"unknown step {step!r}")
+                except MCPError as e:
+                    out["results"].append({"error": {"code": e.code, "message": e.message, "data": e.data}})
+    return out
+
+
+if __name__ == "__main__":
+    url, token, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    print(json.dumps(asyncio.run(main(url, token, steps))))

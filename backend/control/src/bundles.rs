@@ -1,0 +1,182 @@
+//! The policy compiler and bundle distribution.
+//!
+//! [`compile`] is a pure function of one tenant's rows: the same state gives the same bytes, so
+//! every replica computes the same revision. [`Bundles::recompile`] stores and signs a new bundle
+//! only when the revision changed, with the next sequence number, and wakes the long-polling
+//! workers (an in-process channel; PostgreSQL `LISTEN/NOTIFY` between replicas is a later step).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gatehouse_bundle::format::{self, Content};
+use gatehouse_bundle::{SignedBundle, SigningKey};
+use gatehouse_store::{BundleRow, Store, StoreError, Tenant};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
+
+use crate::now_ms;
+
+/// Compiles one tenant's state into bundle content (normalized).
+pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreError> {
+    let t = &tenant.id;
+    let (users, roles, grants, bindings, servers, vss, links, tokens) = tokio::try_join!(
+        store.list_users(t),
+        store.list_roles(t),
+        store.list_grants(t),
+        store.list_bindings(t),
+        store.list_servers(t),
+        store.list_virtual_servers(t),
+        store.list_virtual_server_upstreams(t),
+        store.list_tokens(t),
+    )?;
+    let server_slug: HashMap<_, _> = servers.iter().map(|s| (s.id.as_str(), s.slug.as_str())).collect();
+    let role_slug: HashMap<_, _> = roles.iter().map(|r| (r.id.as_str(), r.slug.as_str())).collect();
+
+    let mut user_roles: HashMap<&str, Vec<String>> = HashMap::new();
+    for b in &bindings {
+        if let Some(slug) = role_slug.get(b.role_id.as_str()) {
+            user_roles.entry(b.user_id.as_str()).or_default().push(slug.to_string());
+        }
+    }
+    let mut role_grants: HashMap<&str, BTreeMap<String, Vec<String>>> = HashMap::new();
+    for g in &grants {
+        if let Some(server) = server_slug.get(g.server_id.as_str()) {
+            role_grants.entry(g.role_id.as_str()).or_default().entry(server.to_string()).or_default().push(g.tool.clone());
+        }
+    }
+    let mut content = Content {
+        tenant: tenant.slug.clone(),
+        users: users
+            .iter()
+            .map(|u| format::User {
+                id: u.id.clone(),
+                email: u.email.clone(),
+                roles: user_roles.remove(u.id.as_str()).unwrap_or_default(),
+            })
+            .collect(),
+        tokens: tokens
+            .iter()
+            .filter(|k| k.revoked_at_ms.is_none())
+            .map(|k| format::Token {
+                sha256: k.sha256.clone(),
+                id: k.id.clone(),
+                user_id: k.user_id.clone(),
+                expires_at_ms: k.expires_at_ms,
+            })
+            .collect(),
+        servers: servers.iter().map(|s| format::Server { slug: s.slug.clone(), url: s.url.clone() }).collect(),
+        roles: roles
+            .iter()
+            .map(|r| format::Role { slug: r.slug.clone(), grants: role_grants.remove(r.id.as_str()).unwrap_or_default() })
+            .collect(),
+        virtual_servers: vss
+            .iter()
+            .map(|vs| format::VirtualServer {
+                slug: vs.slug.clone(),
+                upstreams: links
+                    .iter()
+                    .filter(|l| l.virtual_server_id == vs.id)
+                    .filter_map(|l| server_slug.get(l.server_id.as_str()).map(|s| s.to_string()))
+                    .collect(),
+            })
+            .collect(),
+    };
+    content.normalize();
+    Ok(content)
+}
+
+/// Compiles, signs, stores and announces bundles.
+#[derive(Clone)]
+pub struct Bundles {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    key: SigningKey,
+    group: String,
+    changed: watch::Sender<u64>,
+    /// Serialises recompilation in this process so sequence numbers stay monotonic.
+    compiling: Mutex<()>,
+}
+
+impl std::fmt::Debug for Bundles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundles").field("group", &self.inner.group).field("key_id", &self.inner.key.key_id()).finish()
+    }
+}
+
+/// A group's current bundle set, as served to workers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BundleSet {
+    /// One signed bundle per tenant of the group.
+    pub bundles: Vec<SignedBundle>,
+}
+
+impl Bundles {
+    /// Bundles for `group`, signed with `key`.
+    pub fn new(store: Store, key: SigningKey, group: String) -> Self {
+        let (changed, _) = watch::channel(0);
+        Self { inner: Arc::new(Inner { store, key, group, changed, compiling: Mutex::new(()) }) }
+    }
+
+    /// The public key workers must trust, base64.
+    pub fn public_key_base64(&self) -> String {
+        self.inner.key.public_base64()
+    }
+
+    /// The group this control plane compiles for.
+    pub fn group(&self) -> &str {
+        &self.inner.group
+    }
+
+    /// Recompiles a tenant; stores and announces a new bundle if its revision changed.
+    pub async fn recompile(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        let _guard = self.inner.compiling.lock().await;
+        let content = compile(&self.inner.store, tenant).await?;
+        let revision = content.revision();
+        let latest = self.inner.store.latest_bundle(&tenant.id, &self.inner.group).await?;
+        if latest.as_ref().is_some_and(|b| b.revision == revision) {
+            return Ok(());
+        }
+        let sequence = latest.map_or(1, |b| b.sequence + 1);
+        let now = now_ms();
+        let signed = self.inner.key.sign(&self.inner.group, sequence as u64, now, content);
+        self.inner
+            .store
+            .insert_bundle(&BundleRow {
+                tenant_id: tenant.id.clone(),
+                group_name: self.inner.group.clone(),
+                sequence,
+                revision: revision.clone(),
+                signed_json: serde_json::to_string(&signed)?,
+                created_at_ms: now,
+            })
+            .await?;
+        tracing::info!(tenant = %tenant.slug, sequence, %revision, "compiled a new policy bundle");
+        self.inner.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The newest bundle row of a tenant.
+    pub async fn latest(&self, tenant_id: &str) -> Result<Option<BundleRow>, StoreError> {
+        self.inner.store.latest_bundle(tenant_id, &self.inner.group).await
+    }
+
+    /// Wakes whenever any bundle changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// The group's bundle set and its ETag (a hash of every tenant's sequence and revision).
+    pub async fn current_set(&self, group: &str) -> anyhow::Result<(String, BundleSet)> {
+        let rows = self.inner.store.latest_bundles_for_group(group).await?;
+        let mut h = Sha256::new();
+        let mut bundles = Vec::with_capacity(rows.len());
+        for r in &rows {
+            h.update(format!("{}:{}:{}\n", r.tenant_id, r.sequence, r.revision));
+            bundles.push(serde_json::from_str::<SignedBundle>(&r.signed_json)?);
+        }
+        Ok((hex::encode(h.finalize())[..32].to_owned(), BundleSet { bundles }))
+    }
+}

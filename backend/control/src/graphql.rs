@@ -1,0 +1,270 @@
+//! The GraphQL API at `/graphql` (POST; GET serves GraphiQL).
+//!
+//! Authentication: a console session cookie (plus the CSRF guard's same-origin proof) or
+//! `Authorization: Bearer <API token>`. Each resolver calls one domain service; errors carry the
+//! stable code in `extensions.code` (see `docs/errors.md`). The SDL is committed at
+//! `backend/control/schema.graphql`; a test fails when it drifts.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, InputObject, Object, Schema};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use gatehouse_core::views::*;
+use gatehouse_core::{ErrorCode, GatehouseError};
+use tower_sessions::Session;
+
+use crate::{Actor, ControlPlane, Services, auth};
+
+/// The schema type.
+pub type GatehouseSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+fn gql(e: GatehouseError) -> async_graphql::Error {
+    async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| ext.set("code", e.code.as_str()))
+}
+
+type R<T> = async_graphql::Result<T>;
+
+/// Per-request identity, resolved before the query runs.
+struct Identity(Result<Actor, GatehouseError>);
+
+fn who<'a>(ctx: &'a Context<'_>) -> R<(&'a Services, &'a Actor)> {
+    let services = ctx.data_unchecked::<Services>();
+    match &ctx.data_unchecked::<Identity>().0 {
+        Ok(actor) => Ok((services, actor)),
+        Err(e) => Err(gql(e.clone())),
+    }
+}
+
+/// Queries.
+#[derive(Debug, Default)]
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> R<MeView> {
+        let (s, a) = who(ctx)?;
+        Ok(s.me(a))
+    }
+    /// Tenants you can see.
+    async fn tenants(&self, ctx: &Context<'_>) -> R<Vec<TenantView>> {
+        let (s, a) = who(ctx)?;
+        s.list_tenants(a).await.map_err(gql)
+    }
+    /// One tenant.
+    async fn tenant(&self, ctx: &Context<'_>, slug: String) -> R<TenantView> {
+        let (s, a) = who(ctx)?;
+        s.tenant(a, &slug).await.map_err(gql)
+    }
+    /// A tenant's upstream MCP servers and their tools.
+    async fn servers(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<ServerView>> {
+        let (s, a) = who(ctx)?;
+        s.list_servers(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's access roles.
+    async fn roles(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<RoleView>> {
+        let (s, a) = who(ctx)?;
+        s.list_roles(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's users.
+    async fn users(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<UserView>> {
+        let (s, a) = who(ctx)?;
+        s.list_users(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's virtual servers.
+    async fn virtual_servers(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<VirtualServerView>> {
+        let (s, a) = who(ctx)?;
+        s.list_virtual_servers(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's API tokens (never their secrets).
+    async fn tokens(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<TokenView>> {
+        let (s, a) = who(ctx)?;
+        s.list_tokens(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's audit events, newest first (`limit` 1–1000, default 100).
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        limit: Option<i32>,
+        before_ms: Option<i64>,
+    ) -> R<Vec<AuditView>> {
+        let (s, a) = who(ctx)?;
+        s.list_audit(a, &tenant, limit, before_ms).await.map_err(gql)
+    }
+    /// The tenant's newest policy bundle.
+    async fn bundle(&self, ctx: &Context<'_>, tenant: String) -> R<Option<BundleView>> {
+        let (s, a) = who(ctx)?;
+        s.bundle(a, &tenant).await.map_err(gql)
+    }
+}
+
+/// One grant: a tool of a server, or `*` for all its tools.
+#[derive(Debug, InputObject)]
+pub struct GrantInput {
+    /// Server slug.
+    pub server: String,
+    /// Tool name or `*`.
+    pub tool: String,
+}
+
+/// Mutations.
+#[derive(Debug, Default)]
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Creates a tenant (platform administrators).
+    async fn create_tenant(&self, ctx: &Context<'_>, slug: String, name: String) -> R<TenantView> {
+        let (s, a) = who(ctx)?;
+        s.create_tenant(a, &slug, &name).await.map_err(gql)
+    }
+    /// Registers an upstream MCP server (Streamable HTTP URL) and fetches its tools.
+    async fn register_server(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        slug: String,
+        name: String,
+        url: String,
+    ) -> R<ServerView> {
+        let (s, a) = who(ctx)?;
+        s.register_server(a, &tenant, &slug, &name, &url).await.map_err(gql)
+    }
+    /// Fetches a server's tools again.
+    async fn refresh_server_tools(&self, ctx: &Context<'_>, tenant: String, slug: String) -> R<ServerView> {
+        let (s, a) = who(ctx)?;
+        s.refresh_server_tools(a, &tenant, &slug).await.map_err(gql)
+    }
+    /// Creates an access role.
+    async fn create_role(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        slug: String,
+        #[graphql(default)] description: String,
+    ) -> R<RoleView> {
+        let (s, a) = who(ctx)?;
+        s.create_role(a, &tenant, &slug, &description).await.map_err(gql)
+    }
+    /// Replaces a role's grants.
+    async fn set_role_grants(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        role: String,
+        grants: Vec<GrantInput>,
+    ) -> R<RoleView> {
+        let (s, a) = who(ctx)?;
+        let grants: Vec<GrantView> = grants.into_iter().map(|g| GrantView { server: g.server, tool: g.tool }).collect();
+        s.set_role_grants(a, &tenant, &role, &grants).await.map_err(gql)
+    }
+    /// Binds a user to a role.
+    async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {
+        let (s, a) = who(ctx)?;
+        s.bind_role(a, &tenant, &role, &email).await.map_err(gql)
+    }
+    /// Removes a user from a role.
+    async fn unbind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {
+        let (s, a) = who(ctx)?;
+        s.unbind_role(a, &tenant, &role, &email).await.map_err(gql)
+    }
+    /// Adds a user to a tenant (`consoleRole`: admin or member; a password lets them sign in).
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        email: String,
+        display_name: String,
+        #[graphql(default_with = "\"member\".to_string()")] console_role: String,
+        password: Option<String>,
+    ) -> R<UserView> {
+        let (s, a) = who(ctx)?;
+        s.create_user(a, &tenant, &email, &display_name, &console_role, password.as_deref()).await.map_err(gql)
+    }
+    /// Creates a virtual server over upstream servers (slugs, in order).
+    async fn create_virtual_server(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        slug: String,
+        name: String,
+        servers: Vec<String>,
+    ) -> R<VirtualServerView> {
+        let (s, a) = who(ctx)?;
+        s.create_virtual_server(a, &tenant, &slug, &name, &servers).await.map_err(gql)
+    }
+    /// Creates an API token for a user; the secret is in the answer and nowhere else.
+    async fn create_token(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        user_email: String,
+        name: String,
+        expires_in_days: Option<i32>,
+    ) -> R<CreatedTokenView> {
+        let (s, a) = who(ctx)?;
+        s.create_token(a, &tenant, &user_email, &name, expires_in_days).await.map_err(gql)
+    }
+    /// Revokes an API token.
+    async fn revoke_token(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.revoke_token(a, &tenant, &id).await.map_err(gql)
+    }
+}
+
+/// Builds the schema (also used to print the SDL).
+pub fn schema() -> GatehouseSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription).limit_depth(12).limit_complexity(2_000).finish()
+}
+
+async fn identity(control: &ControlPlane, headers: &HeaderMap, session: &Session) -> Identity {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(value) = bearer {
+        return Identity(match value.strip_prefix("Bearer ") {
+            Some(token) => control.services().actor_for_token(token.trim()).await,
+            None => Err(GatehouseError::new(ErrorCode::Unauthenticated, "use Authorization: Bearer <API token>")),
+        });
+    }
+    Identity(auth::current_actor(control, session).await.ok_or_else(|| {
+        GatehouseError::new(ErrorCode::Unauthenticated, "sign in to the console or send an API token as a bearer token")
+    }))
+}
+
+async fn graphql_post(
+    State((control, schema)): State<(ControlPlane, GatehouseSchema)>,
+    headers: HeaderMap,
+    session: Session,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    let id = identity(&control, &headers, &session).await;
+    schema.execute(req.into_inner().data(control.services().clone()).data(id)).await.into()
+}
+
+async fn graphiql() -> impl IntoResponse {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+/// `/graphql`.
+pub fn routes(control: ControlPlane) -> Router {
+    Router::new().route("/graphql", get(graphiql).post(graphql_post)).with_state((control, schema()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed SDL must match the code. Run with `UPDATE_SCHEMA=1` to rewrite it.
+    #[test]
+    fn committed_sdl_matches_the_schema() {
+        let sdl = super::schema().sdl();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &sdl).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == sdl, "backend/control/schema.graphql is out of date: run `UPDATE_SCHEMA=1 cargo test -p gatehouse-control committed_sdl`");
+    }
+}

@@ -1,0 +1,157 @@
+//! `/v1/…`: the API gateway workers call, authenticated with the worker token.
+//!
+//! * `GET /v1/bundles/{group}?wait=SECS` with `If-None-Match`: the group's signed bundle set; when
+//!   the ETag matches, the answer waits (long-poll) until something changes or `wait` runs out (304).
+//! * `POST /v1/audit` `{"events":[…]}`: audit ingest, idempotent by event id.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gatehouse_core::audit::AuditEvent;
+use gatehouse_core::{ErrorCode, GatehouseError};
+use gatehouse_store::AuditRow;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::error_response;
+use crate::{ControlPlane, now_ms};
+
+const MAX_WAIT_SECS: u64 = 60;
+const MAX_EVENTS_PER_BATCH: usize = 5_000;
+
+fn worker_authorized(control: &ControlPlane, headers: &HeaderMap) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare digests so the comparison time does not depend on where the strings differ.
+    let ok = Sha256::digest(presented.as_bytes()) == Sha256::digest(control.config().worker_token.as_bytes());
+    if ok && !presented.is_empty() {
+        Ok(())
+    } else {
+        Err(error_response(&GatehouseError::new(ErrorCode::Unauthenticated, "worker token missing or wrong")))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    let reference = uuid::Uuid::now_v7();
+    tracing::error!(%reference, error = %e, "worker API failure");
+    error_response(&GatehouseError::internal(reference))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+async fn bundles(
+    State(control): State<ControlPlane>,
+    Path(group): Path<String>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = worker_authorized(&control, &headers) {
+        return r;
+    }
+    let b = control.services().bundles();
+    if group != b.group() {
+        return error_response(&GatehouseError::not_found(format!("gateway group '{group}'")));
+    }
+    let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // Subscribe before reading, so a change between the read and the wait is not missed.
+    let mut changes = b.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let (etag, set) = match b.current_set(&group).await {
+            Ok(x) => x,
+            Err(e) => return internal(e),
+        };
+        if known.as_deref() != Some(etag.as_str()) {
+            return ([(header::ETAG, format!("\"{etag}\""))], Json(set)).into_response();
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out (or the control plane is shutting down): nothing new.
+            _ => return (StatusCode::NOT_MODIFIED, [(header::ETAG, format!("\"{etag}\""))]).into_response(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditBatch {
+    events: Vec<AuditEvent>,
+}
+
+async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Json<AuditBatch>) -> Response {
+    if let Err(r) = worker_authorized(&control, &headers) {
+        return r;
+    }
+    let events = body.0.events;
+    if events.len() > MAX_EVENTS_PER_BATCH {
+        return error_response(&GatehouseError::invalid("events", format!("at most {MAX_EVENTS_PER_BATCH} per batch")));
+    }
+    let mut tenant_ids: HashMap<String, Option<String>> = HashMap::new();
+    let mut rows = Vec::with_capacity(events.len());
+    let mut unknown_tenant = 0usize;
+    let received = now_ms();
+    for e in events {
+        if !tenant_ids.contains_key(&e.tenant) {
+            let id = match control.store().tenant_by_slug(&e.tenant).await {
+                Ok(t) => t.map(|t| t.id),
+                Err(err) => return internal(err),
+            };
+            tenant_ids.insert(e.tenant.clone(), id);
+        }
+        let Some(tenant_id) = tenant_ids[&e.tenant].clone() else {
+            // The tenant was deleted after the event happened: nothing to attach it to. Logged and
+            // acknowledged, so the worker does not retry forever.
+            tracing::warn!(event = %e.id, tenant = %e.tenant, "audit event for an unknown tenant");
+            unknown_tenant += 1;
+            continue;
+        };
+        rows.push(AuditRow {
+            tenant_id,
+            id: e.id,
+            time_ms: e.time_ms,
+            user_id: e.user_id,
+            user_email: e.user_email,
+            client_name: e.client_name,
+            client_version: e.client_version,
+            session_id: e.session_id,
+            virtual_server: e.virtual_server,
+            upstream_server: e.upstream_server,
+            method: e.method,
+            tool: e.tool,
+            outcome: e.outcome.as_str().to_owned(),
+            reason: e.reason,
+            latency_us: e.latency_us,
+            bundle_revision: e.bundle_revision,
+            received_at_ms: received,
+        });
+    }
+    match control.store().insert_audit_events(&rows).await {
+        Ok(new) => Json(serde_json::json!({
+            "accepted": rows.len() + unknown_tenant,
+            "new": new,
+            "unknownTenant": unknown_tenant,
+        }))
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The worker API routes.
+pub fn routes(control: ControlPlane) -> Router {
+    Router::new()
+        .route("/v1/bundles/{group}", get(bundles))
+        .route("/v1/audit", post(audit))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(control)
+}

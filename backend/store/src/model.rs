@@ -1,0 +1,201 @@
+//! Rows as the store reads and writes them. Times are Unix milliseconds.
+
+/// Console role of the bootstrap and platform administrators: may manage every tenant.
+pub const ROLE_PLATFORM_ADMIN: &str = "platform_admin";
+/// Console role of a tenant administrator.
+pub const ROLE_TENANT_ADMIN: &str = "admin";
+/// Console role of a plain member (uses the gateway, no console administration).
+pub const ROLE_MEMBER: &str = "member";
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Tenant {
+    /// Id.
+    pub id: String,
+    /// URL slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// A user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// E-mail, unique in the tenant.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Argon2 PHC string; `None` for users who cannot sign in to the console.
+    pub password_hash: Option<String>,
+    /// One of [`ROLE_PLATFORM_ADMIN`], [`ROLE_TENANT_ADMIN`], [`ROLE_MEMBER`].
+    pub console_role: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// An upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Server {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Streamable HTTP endpoint.
+    pub url: String,
+    /// The tool list last fetched from the server (a JSON array of MCP tool objects).
+    pub tools_json: String,
+    /// When the tools were fetched.
+    pub tools_fetched_at_ms: Option<i64>,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// An access role.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Role {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// What the role is for.
+    pub description: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// One tool (or `*`) of one server granted by one role.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Grant {
+    /// Role.
+    pub role_id: String,
+    /// Server.
+    pub server_id: String,
+    /// Tool name, or `*` for every tool of the server.
+    pub tool: String,
+}
+
+/// A user bound to a role.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Binding {
+    /// Role.
+    pub role_id: String,
+    /// User.
+    pub user_id: String,
+}
+
+/// A virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VirtualServer {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// One upstream of a virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VirtualServerUpstream {
+    /// Virtual server.
+    pub virtual_server_id: String,
+    /// Upstream server.
+    pub server_id: String,
+    /// Order in the virtual server.
+    pub position: i64,
+}
+
+/// An API token (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiToken {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// The user it authenticates.
+    pub user_id: String,
+    /// A name the user chose.
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    /// Created at.
+    pub created_at_ms: i64,
+    /// Expires at, if it expires.
+    pub expires_at_ms: Option<i64>,
+    /// Revoked at, if revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A stored audit event.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Event id chosen by the worker.
+    pub id: String,
+    /// When the request arrived.
+    pub time_ms: i64,
+    /// User id.
+    pub user_id: Option<String>,
+    /// User e-mail.
+    pub user_email: Option<String>,
+    /// Client name.
+    pub client_name: Option<String>,
+    /// Client version.
+    pub client_version: Option<String>,
+    /// Gateway session id.
+    pub session_id: Option<String>,
+    /// Virtual server slug.
+    pub virtual_server: String,
+    /// Upstream server slug.
+    pub upstream_server: Option<String>,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool name.
+    pub tool: Option<String>,
+    /// allowed / denied / upstream_error / invalid.
+    pub outcome: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Latency in microseconds.
+    pub latency_us: i64,
+    /// Bundle revision that decided.
+    pub bundle_revision: Option<String>,
+    /// When the control plane received it.
+    pub received_at_ms: i64,
+}
+
+/// A compiled, signed bundle.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BundleRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Gateway group.
+    pub group_name: String,
+    /// Monotonic sequence per tenant and group.
+    pub sequence: i64,
+    /// Content revision (hex SHA-256).
+    pub revision: String,
+    /// The `SignedBundle` as JSON.
+    pub signed_json: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}

@@ -1,0 +1,185 @@
+//! Bundle content and manifest.
+//!
+//! Canonical bytes are the compact `serde_json` encoding of these structs. That encoding is
+//! deterministic here because every struct serialises its fields in declaration order, maps are
+//! `BTreeMap`s, and the compiler sorts every list by its key before building the bundle
+//! ([`Content::normalize`]). The revision is the SHA-256 of the content's canonical bytes, so every
+//! control-plane replica that compiles the same state gets the same revision.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the bundle schema; a worker refuses bundles of a schema it does not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A whole bundle: manifest plus content. This is what gets signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Identity and ordering of this bundle.
+    pub manifest: Manifest,
+    /// The tenant's compiled state.
+    pub content: Content,
+}
+
+/// Identity and ordering of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`SCHEMA_VERSION`] at compile time.
+    pub schema_version: u32,
+    /// Tenant slug.
+    pub tenant: String,
+    /// Gateway group the bundle is for.
+    pub group: String,
+    /// Hex SHA-256 of the content's canonical bytes.
+    pub revision: String,
+    /// Monotonic per tenant and group: a worker refuses a sequence lower than the one it holds.
+    pub sequence: u64,
+    /// Unix milliseconds when this revision was first compiled (informational).
+    pub compiled_at_ms: i64,
+    /// Id of the key that signed it.
+    pub key_id: String,
+}
+
+/// One tenant's compiled state. Every list is sorted by its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    /// Tenant slug.
+    pub tenant: String,
+    /// Users who may call the gateway.
+    pub users: Vec<User>,
+    /// API tokens, by the hex SHA-256 of the token (the token itself never leaves the control plane).
+    pub tokens: Vec<Token>,
+    /// Upstream MCP servers.
+    pub servers: Vec<Server>,
+    /// Access roles and their grants.
+    pub roles: Vec<Role>,
+    /// Virtual servers: the endpoints clients connect to.
+    pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// A user the gateway can authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable id.
+    pub id: String,
+    /// E-mail, for audit.
+    pub email: String,
+    /// Slugs of the access roles bound to this user, sorted.
+    pub roles: Vec<String>,
+}
+
+/// An API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Hex SHA-256 of the token string.
+    pub sha256: String,
+    /// Token id (for audit and revocation).
+    pub id: String,
+    /// The user it authenticates.
+    pub user_id: String,
+    /// Unix milliseconds after which it is refused; `None` never expires.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// An upstream MCP server reached over Streamable HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// The Streamable HTTP endpoint.
+    pub url: String,
+}
+
+/// An access role and what it grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// Tools granted, by server slug. `"*"` in the list grants every tool of that server.
+    pub grants: BTreeMap<String, Vec<String>>,
+}
+
+/// A virtual server: one client-facing endpoint over one or more upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualServer {
+    /// Slug, unique in the tenant: the last path segment of `/mcp/{tenant}/{slug}`.
+    pub slug: String,
+    /// Upstream server slugs, in the order the virtual server lists them.
+    pub upstreams: Vec<String>,
+}
+
+impl Content {
+    /// Sorts every list by its key, so equal states give equal bytes.
+    pub fn normalize(&mut self) {
+        self.users.sort_by(|a, b| a.id.cmp(&b.id));
+        for u in &mut self.users {
+            u.roles.sort();
+            u.roles.dedup();
+        }
+        self.tokens.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        self.servers.sort_by(|a, b| a.slug.cmp(&b.slug));
+        self.roles.sort_by(|a, b| a.slug.cmp(&b.slug));
+        for r in &mut self.roles {
+            for tools in r.grants.values_mut() {
+                tools.sort();
+                tools.dedup();
+            }
+        }
+        self.virtual_servers.sort_by(|a, b| a.slug.cmp(&b.slug));
+    }
+
+    /// The canonical bytes of the content.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("bundle content always serialises")
+    }
+
+    /// The revision: hex SHA-256 of the canonical bytes.
+    pub fn revision(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Content {
+        let mut grants = BTreeMap::new();
+        grants.insert("everything".to_owned(), vec!["get-sum".to_owned(), "echo".to_owned()]);
+        Content {
+            tenant: "acme".into(),
+            users: vec![
+                User { id: "u2".into(), email: "b@x.io".into(), roles: vec!["r".into()] },
+                User { id: "u1".into(), email: "a@x.io".into(), roles: vec![] },
+            ],
+            tokens: vec![],
+            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into() }],
+            roles: vec![Role { slug: "r".into(), grants }],
+            virtual_servers: vec![VirtualServer { slug: "dev".into(), upstreams: vec!["everything".into()] }],
+        }
+    }
+
+    #[test]
+    fn normalized_order_does_not_depend_on_input_order() {
+        let mut a = sample();
+        let mut b = sample();
+        b.users.reverse();
+        a.normalize();
+        b.normalize();
+        assert_eq!(a.canonical_bytes(), b.canonical_bytes());
+        assert_eq!(a.revision(), b.revision());
+        assert_eq!(a.roles[0].grants["everything"], vec!["echo".to_owned(), "get-sum".to_owned()]);
+    }
+
+    #[test]
+    fn any_change_changes_the_revision() {
+        let mut a = sample();
+        a.normalize();
+        let mut b = a.clone();
+        b.roles[0].grants.get_mut("everything").unwrap().push("zzz".into());
+        b.normalize();
+        assert_ne!(a.revision(), b.revision());
+    }
+}

@@ -1,0 +1,16 @@
+//! The policy bundle: what the control plane compiles from one tenant's state and every gateway
+//! worker enforces.
+//!
+//! * [`format`]: the bundle's content and manifest, and its canonical bytes.
+//! * [`signing`]: Ed25519 keys, the signed envelope, and verification.
+//! * [`policy`]: the runtime form a worker builds from a verified bundle, and the decisions it makes.
+//!
+//! The format is described for humans in `docs/decisions/0003-bundle-format.md`.
+
+pub mod format;
+pub mod policy;
+pub mod signing;
+
+pub use format::{Bundle, Content, Manifest, SCHEMA_VERSION};
+pub use policy::{Decision, TenantPolicy};
+pub use signing::{BundleError, KeyRing, SignedBundle, SigningKey};

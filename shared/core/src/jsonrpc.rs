@@ -1,0 +1,79 @@
+//! JSON-RPC 2.0 shapes as MCP uses them, and Gatehouse's own JSON-RPC error codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorCode;
+
+/// JSON-RPC: the body is not valid JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: the JSON is not a valid request.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: unknown method.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: bad parameters (also used for unknown tools, as MCP servers do).
+pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC: internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Gatehouse: the policy refuses this request (`error.data.code` says which rule kind).
+pub const POLICY_DENIED: i64 = -32003;
+/// Gatehouse: the upstream server failed.
+pub const UPSTREAM_ERROR: i64 = -32004;
+
+/// A JSON-RPC id: number or string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// Numeric id.
+    Num(i64),
+    /// String id.
+    Str(String),
+}
+
+/// One incoming JSON-RPC message (request, notification or response), parsed loosely so the gateway
+/// can tell them apart and pass unknown fields on unchanged.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Message {
+    /// Must be "2.0".
+    pub jsonrpc: String,
+    /// Present on requests and responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    /// Present on requests and notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+    /// A response's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// A response's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+impl Message {
+    /// A request has both a method and an id.
+    pub fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
+    }
+    /// A notification has a method and no id.
+    pub fn is_notification(&self) -> bool {
+        self.method.is_some() && self.id.is_none()
+    }
+}
+
+/// Builds a JSON-RPC error response. `code` is Gatehouse's stable code, carried in `error.data.code`.
+pub fn error_response(id: Option<&Id>, rpc_code: i64, message: &str, code: Option<ErrorCode>) -> Value {
+    let mut error = serde_json::json!({ "code": rpc_code, "message": message });
+    if let Some(code) = code {
+        error["data"] = serde_json::json!({ "code": code.as_str() });
+    }
+    serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+/// Builds a JSON-RPC success response.
+pub fn result_response(id: &Id, result: Value) -> Value {
+    serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}

@@ -1,0 +1,11 @@
+//! Types that the control plane, the gateway worker and the console share.
+//!
+//! Nothing here depends on a database, a web framework or a runtime, so every side can use it.
+
+pub mod audit;
+pub mod error;
+pub mod ids;
+pub mod jsonrpc;
+pub mod views;
+
+pub use error::{ErrorCode, GatehouseError};

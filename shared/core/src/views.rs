@@ -1,0 +1,189 @@
+//! What the control plane shows about its objects: the shapes the console and the GraphQL API
+//! both return. Times are Unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "graphql")]
+use async_graphql::SimpleObject;
+
+/// The signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct MeView {
+    /// User id.
+    pub id: String,
+    /// E-mail.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Console role: platform_admin, admin or member.
+    pub console_role: String,
+    /// Slug of the user's home tenant.
+    pub tenant: String,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct TenantView {
+    /// URL slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// A tool as the upstream server describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ToolView {
+    /// Tool name.
+    pub name: String,
+    /// Description, if the server gave one.
+    pub description: Option<String>,
+}
+
+/// A registered upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ServerView {
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Streamable HTTP endpoint.
+    pub url: String,
+    /// Tools fetched from the server.
+    pub tools: Vec<ToolView>,
+    /// When the tools were fetched.
+    pub tools_fetched_at_ms: Option<i64>,
+}
+
+/// One grant of a role: a tool (or `*`, all tools) of a server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct GrantView {
+    /// Server slug.
+    pub server: String,
+    /// Tool name, or `*`.
+    pub tool: String,
+}
+
+/// An access role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct RoleView {
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// What it is for.
+    pub description: String,
+    /// What it grants, ordered by server and tool.
+    pub grants: Vec<GrantView>,
+    /// E-mails of the users bound to it, ordered.
+    pub members: Vec<String>,
+}
+
+/// A user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct UserView {
+    /// Id.
+    pub id: String,
+    /// E-mail.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Console role.
+    pub console_role: String,
+    /// Slugs of the access roles bound to the user.
+    pub roles: Vec<String>,
+}
+
+/// A virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct VirtualServerView {
+    /// Slug, unique in the tenant.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Upstream server slugs, in order.
+    pub upstreams: Vec<String>,
+    /// Where MCP clients connect: the gateway's `/mcp/{tenant}/{slug}` URL.
+    pub endpoint: String,
+}
+
+/// An API token (never the secret itself, except once in [`CreatedTokenView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct TokenView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The user it authenticates.
+    pub user_email: String,
+    /// First characters, to recognise it.
+    pub prefix: String,
+    /// Created at.
+    pub created_at_ms: i64,
+    /// Expires at.
+    pub expires_at_ms: Option<i64>,
+    /// Revoked at.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A newly created token: the secret is shown this once and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct CreatedTokenView {
+    /// The secret; give it to the MCP client as `Authorization: Bearer …`.
+    pub secret: String,
+    /// The stored token.
+    pub token: TokenView,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct AuditView {
+    /// Event id.
+    pub id: String,
+    /// When the request arrived.
+    pub time_ms: i64,
+    /// User e-mail, if authenticated.
+    pub user: Option<String>,
+    /// Client name.
+    pub client_name: Option<String>,
+    /// Client version.
+    pub client_version: Option<String>,
+    /// Virtual server.
+    pub virtual_server: String,
+    /// Upstream server.
+    pub upstream_server: Option<String>,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool.
+    pub tool: Option<String>,
+    /// allowed, denied, upstream_error or invalid.
+    pub outcome: String,
+    /// Why it was denied or failed.
+    pub reason: Option<String>,
+    /// Latency in microseconds.
+    pub latency_us: i64,
+    /// Bundle revision that decided.
+    pub bundle_revision: Option<String>,
+}
+
+/// The tenant's active policy bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct BundleView {
+    /// Content revision (hex SHA-256).
+    pub revision: String,
+    /// Sequence number.
+    pub sequence: i64,
+    /// Compiled at.
+    pub created_at_ms: i64,
+}
