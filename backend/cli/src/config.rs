@@ -109,14 +109,12 @@ impl Settings {
         let worker_token = match (args.worker_token, &file.worker_token_file) {
             (Some(t), _) => Some(t),
             (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .trim()
-                    .to_owned(),
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned(),
             ),
             (None, None) => None,
         };
-        let trusted_keys = if args.trusted_keys.is_empty() { file.trusted_keys.unwrap_or_default() } else { args.trusted_keys };
+        let trusted_keys =
+            if args.trusted_keys.is_empty() { file.trusted_keys.unwrap_or_default() } else { args.trusted_keys };
         let timeout = args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(30);
         if timeout == 0 || timeout > 3600 {
             anyhow::bail!("upstream timeout must be between 1 and 3600 seconds, got {timeout}");

@@ -43,7 +43,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -105,9 +106,10 @@ async fn build_control(
 ) -> anyhow::Result<ControlHandle> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
-    let url = settings.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}?mode=rwc", settings.data_dir.join("gatehouse.db").display())
-    });
+    let url = settings
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", settings.data_dir.join("gatehouse.db").display()));
     let store = Store::connect(&url).await.with_context(|| format!("opening {}", gatehouse_store::redact_url(&url)))?;
     let key = load_or_create_key(&settings.data_dir)?;
     let control = ControlPlane::new(
@@ -169,7 +171,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     })
     .await?;
     let gateway_task = tokio::spawn(run_http(gateway_listener, gateway.router()));
-    println!("gatehouse: gateway worker listening on {gateway_public_url} (MCP endpoints: {gateway_public_url}/mcp/{{tenant}}/{{virtual-server}})");
+    println!(
+        "gatehouse: gateway worker listening on {gateway_public_url} (MCP endpoints: {gateway_public_url}/mcp/{{tenant}}/{{virtual-server}})"
+    );
     tokio::select! {
         r = control_task => r??,
         r = gateway_task => r??,
@@ -196,10 +200,14 @@ async fn control(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn gateway(settings: Settings) -> anyhow::Result<()> {
-    let control_url = settings.control_url.clone().context("the gateway needs --control-url (or GATEHOUSE_CONTROL_URL)")?;
-    let worker_token = settings.worker_token.clone().context("the gateway needs GATEHOUSE_WORKER_TOKEN (or --worker-token)")?;
+    let control_url =
+        settings.control_url.clone().context("the gateway needs --control-url (or GATEHOUSE_CONTROL_URL)")?;
+    let worker_token =
+        settings.worker_token.clone().context("the gateway needs GATEHOUSE_WORKER_TOKEN (or --worker-token)")?;
     if settings.trusted_keys.is_empty() {
-        anyhow::bail!("the gateway needs at least one --trusted-key (print it with `gatehouse public-key` on the control plane)");
+        anyhow::bail!(
+            "the gateway needs at least one --trusted-key (print it with `gatehouse public-key` on the control plane)"
+        );
     }
     let (listener, addr) = bind(&settings.gateway_listen, "gateway").await?;
     let public_url = settings.gateway_public_url.clone().unwrap_or_else(|| http_url(addr));
@@ -243,4 +251,3 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
 }
-

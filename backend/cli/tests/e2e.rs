@@ -113,7 +113,8 @@ fn start_gatehouse() -> Gatehouse {
     while control.is_none() || gateway.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).expect("gatehouse serve did not report its addresses in time");
-        let url_after = |marker: &str| line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_owned());
+        let url_after =
+            |marker: &str| line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_owned());
         if let Some(u) = url_after("console listening on ") {
             control = Some(u);
         }
@@ -160,7 +161,8 @@ impl Gql {
     }
 
     async fn raw(&self, query: &str, variables: Value) -> Value {
-        let mut req = self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
+        let mut req =
+            self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c).header("origin", &self.base);
         }
@@ -227,13 +229,24 @@ async fn walking_skeleton_end_to_end() {
     let tools: Vec<&str> =
         server["registerServer"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(tools.contains(&"echo") && tools.contains(&"get-sum"), "tools fetched from the upstream: {tools:?}");
-    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "analyst", description: "reads things") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            r#"mutation { createRole(tenant: "acme", slug: "analyst", description: "reads things") { slug } }"#,
+            json!({}),
+        )
+        .await;
     admin.ok(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "echo" }] })).await;
     admin
-        .ok(r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#, json!({}))
+        .ok(
+            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
+            json!({}),
+        )
         .await;
     let role = admin
-        .ok(r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { members } }"#, json!({}))
+        .ok(
+            r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { members } }"#,
+            json!({}),
+        )
         .await;
     assert_eq!(role["bindRole"]["members"], json!(["alice@acme.test"]));
     let vs = admin
@@ -272,7 +285,8 @@ async fn walking_skeleton_end_to_end() {
     // No token, or a bad one: 401 with the resource-metadata pointer.
     let http = reqwest::Client::new();
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}});
-    let expected_challenge = format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/acme/dev\"", gh.gateway);
+    let expected_challenge =
+        format!("Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/acme/dev\"", gh.gateway);
     for auth in [None, Some("Bearer ghp_not-a-real-token")] {
         let mut req = http.post(&endpoint).header("accept", "application/json, text/event-stream").json(&init);
         if let Some(a) = auth {
@@ -303,13 +317,16 @@ async fn walking_skeleton_end_to_end() {
             json!({}),
         ).await;
         let events = data["auditEvents"].as_array().unwrap().clone();
-        let has = |tool: &str, outcome: &str| events.iter().any(|e| e["method"] == "tools/call" && e["tool"] == tool && e["outcome"] == outcome);
+        let has = |tool: &str, outcome: &str| {
+            events.iter().any(|e| e["method"] == "tools/call" && e["tool"] == tool && e["outcome"] == outcome)
+        };
         if (has("echo", "allowed") && has("get-sum", "denied")) || Instant::now() > deadline {
             break events;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let allowed = events.iter().find(|e| e["method"] == "tools/call" && e["tool"] == "echo").expect("the echo call is audited");
+    let allowed =
+        events.iter().find(|e| e["method"] == "tools/call" && e["tool"] == "echo").expect("the echo call is audited");
     assert_eq!(allowed["user"], "alice@acme.test");
     assert_eq!(allowed["virtualServer"], "dev");
     assert_eq!(allowed["upstreamServer"], "everything");
@@ -326,7 +343,10 @@ async fn walking_skeleton_end_to_end() {
 
     // Step 5: grant another tool; the same kind of client sees it without any restart.
     admin
-        .ok(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "echo" }, { "server": "everything", "tool": "get-sum" }] }))
+        .ok(
+            SET_GRANTS,
+            json!({ "g": [{ "server": "everything", "tool": "echo" }, { "server": "everything", "tool": "get-sum" }] }),
+        )
         .await;
     let changed_at = Instant::now();
     let after = loop {
@@ -347,7 +367,10 @@ async fn walking_skeleton_end_to_end() {
         .ok(r#"mutation { createUser(tenant: "beta", email: "bob@beta.test", displayName: "Bob", consoleRole: "admin") { id } }"#, json!({}))
         .await;
     let bob_token = admin
-        .ok(r#"mutation { createToken(tenant: "beta", userEmail: "bob@beta.test", name: "cli") { secret } }"#, json!({}))
+        .ok(
+            r#"mutation { createToken(tenant: "beta", userEmail: "bob@beta.test", name: "cli") { secret } }"#,
+            json!({}),
+        )
         .await["createToken"]["secret"]
         .as_str()
         .unwrap()
@@ -368,7 +391,14 @@ async fn walking_skeleton_end_to_end() {
     // Bob's token means nothing on Acme's gateway endpoint.
     let deadline = Instant::now() + Duration::from_secs(5);
     let resp = loop {
-        let resp = http.post(&endpoint).bearer_auth(&bob_token).header("accept", "application/json, text/event-stream").json(&init).send().await.unwrap();
+        let resp = http
+            .post(&endpoint)
+            .bearer_auth(&bob_token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
         if resp.status() == 401 || Instant::now() > deadline {
             break resp;
         }
@@ -376,24 +406,32 @@ async fn walking_skeleton_end_to_end() {
     assert_eq!(resp.status(), 401);
 
     // Bad input gets specific errors.
-    let (code, msg) = admin.err(r#"mutation { createTenant(slug: "Not A Slug", name: "x") { slug } }"#, json!({})).await;
+    let (code, msg) =
+        admin.err(r#"mutation { createTenant(slug: "Not A Slug", name: "x") { slug } }"#, json!({})).await;
     assert_eq!(code, "INVALID_INPUT");
     assert!(msg.starts_with("slug:"), "{msg}");
     let (code, _) = admin.err(r#"mutation { createTenant(slug: "acme", name: "again") { slug } }"#, json!({})).await;
     assert_eq!(code, "CONFLICT");
-    let (code, msg) = admin
-        .err(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "no-such-tool" }] }))
-        .await;
+    let (code, msg) = admin.err(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "no-such-tool" }] })).await;
     assert_eq!(code, "INVALID_INPUT");
     assert!(msg.contains("no-such-tool"), "{msg}");
     let (code, _) = admin
         .err(r#"mutation { registerServer(tenant: "acme", slug: "down", name: "Down", url: "http://127.0.0.1:9/mcp") { slug } }"#, json!({}))
         .await;
     assert_eq!(code, "UPSTREAM_UNAVAILABLE");
-    assert!(admin.ok(r#"{ servers(tenant: "acme") { slug } }"#, json!({})).await["servers"].as_array().unwrap().len() == 1, "a failed registration stores nothing");
+    assert!(
+        admin.ok(r#"{ servers(tenant: "acme") { slug } }"#, json!({})).await["servers"].as_array().unwrap().len() == 1,
+        "a failed registration stores nothing"
+    );
     let anonymous = Gql { http: reqwest::Client::new(), base: gh.control.clone(), cookie: None, bearer: None };
     assert_eq!(anonymous.err("{ me { email } }", json!({})).await.0, "UNAUTHENTICATED");
-    let resp = http.post(format!("{}/auth/login", gh.control)).header("origin", &gh.control).json(&json!({"email": ADMIN_EMAIL, "password": "wrong"})).send().await.unwrap();
+    let resp = http
+        .post(format!("{}/auth/login", gh.control))
+        .header("origin", &gh.control)
+        .json(&json!({"email": ADMIN_EMAIL, "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "INVALID_CREDENTIALS");
     // A cookie-authenticated change without a same-origin proof is refused (CSRF).
@@ -407,5 +445,8 @@ async fn walking_skeleton_end_to_end() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "CSRF_REJECTED");
-    assert_eq!(admin.ok("{ tenants { slug } }", json!({})).await["tenants"], json!([{"slug":"acme"},{"slug":"beta"},{"slug":"platform"}]));
+    assert_eq!(
+        admin.ok("{ tenants { slug } }", json!({})).await["tenants"],
+        json!([{"slug":"acme"},{"slug":"beta"},{"slug":"platform"}])
+    );
 }

@@ -203,11 +203,17 @@ mod tests {
         let ours = "http://127.0.0.1:8080";
         assert!(same_origin(&headers(&[(header::ORIGIN, "http://127.0.0.1:8080")]), ours));
         assert!(same_origin(&headers(&[(header::REFERER, "http://127.0.0.1:8080/t/acme")]), ours));
-        assert!(same_origin(&headers(&[(header::ORIGIN, "http://localhost:8080"), (header::HOST, "localhost:8080")]), ours));
+        assert!(same_origin(
+            &headers(&[(header::ORIGIN, "http://localhost:8080"), (header::HOST, "localhost:8080")]),
+            ours
+        ));
         assert!(!same_origin(&headers(&[(header::ORIGIN, "http://evil.example")]), ours));
         assert!(!same_origin(&headers(&[(header::ORIGIN, "null")]), ours));
         assert!(!same_origin(&headers(&[]), ours));
-        assert!(!same_origin(&headers(&[(header::ORIGIN, "http://evil.example"), (header::HOST, "127.0.0.1:8080")]), ours));
+        assert!(!same_origin(
+            &headers(&[(header::ORIGIN, "http://evil.example"), (header::HOST, "127.0.0.1:8080")]),
+            ours
+        ));
     }
 
     #[tokio::test]

@@ -41,7 +41,12 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
     let mut role_grants: HashMap<&str, BTreeMap<String, Vec<String>>> = HashMap::new();
     for g in &grants {
         if let Some(server) = server_slug.get(g.server_id.as_str()) {
-            role_grants.entry(g.role_id.as_str()).or_default().entry(server.to_string()).or_default().push(g.tool.clone());
+            role_grants
+                .entry(g.role_id.as_str())
+                .or_default()
+                .entry(server.to_string())
+                .or_default()
+                .push(g.tool.clone());
         }
     }
     let mut content = Content {
@@ -67,7 +72,10 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         servers: servers.iter().map(|s| format::Server { slug: s.slug.clone(), url: s.url.clone() }).collect(),
         roles: roles
             .iter()
-            .map(|r| format::Role { slug: r.slug.clone(), grants: role_grants.remove(r.id.as_str()).unwrap_or_default() })
+            .map(|r| format::Role {
+                slug: r.slug.clone(),
+                grants: role_grants.remove(r.id.as_str()).unwrap_or_default(),
+            })
             .collect(),
         virtual_servers: vss
             .iter()

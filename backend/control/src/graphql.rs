@@ -8,11 +8,11 @@
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, InputObject, Object, Schema};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::Router;
 use gatehouse_core::views::*;
 use gatehouse_core::{ErrorCode, GatehouseError};
 use tower_sessions::Session;
@@ -265,6 +265,9 @@ mod tests {
             std::fs::write(path, &sdl).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(committed == sdl, "backend/control/schema.graphql is out of date: run `UPDATE_SCHEMA=1 cargo test -p gatehouse-control committed_sdl`");
+        assert!(
+            committed == sdl,
+            "backend/control/schema.graphql is out of date: run `UPDATE_SCHEMA=1 cargo test -p gatehouse-control committed_sdl`"
+        );
     }
 }

@@ -271,7 +271,10 @@ impl Services {
         } else {
             self.store.tenant_by_id(&actor.tenant_id).await.map_err(store_err("tenant"))?.into_iter().collect()
         };
-        Ok(tenants.into_iter().map(|t| TenantView { slug: t.slug, name: t.name, created_at_ms: t.created_at_ms }).collect())
+        Ok(tenants
+            .into_iter()
+            .map(|t| TenantView { slug: t.slug, name: t.name, created_at_ms: t.created_at_ms })
+            .collect())
     }
 
     /// One tenant.
@@ -316,7 +319,10 @@ impl Services {
         let name = trimmed("name", name, 100)?;
         let url = upstream::validate_url("url", url.trim())?;
         if self.store.server_by_slug(&t.id, slug).await.map_err(store_err("server"))?.is_some() {
-            return Err(GatehouseError::new(ErrorCode::Conflict, format!("a server with slug '{slug}' already exists")));
+            return Err(GatehouseError::new(
+                ErrorCode::Conflict,
+                format!("a server with slug '{slug}' already exists"),
+            ));
         }
         let tools = upstream::fetch_tools(&url).await?;
         let s = Server {
@@ -380,7 +386,10 @@ impl Services {
                     .iter()
                     .filter(|g| g.role_id == r.id)
                     .filter_map(|g| {
-                        Some(GrantView { server: server_slug.get(g.server_id.as_str())?.to_string(), tool: g.tool.clone() })
+                        Some(GrantView {
+                            server: server_slug.get(g.server_id.as_str())?.to_string(),
+                            tool: g.tool.clone(),
+                        })
                     })
                     .collect();
                 grants.sort();
@@ -447,12 +456,18 @@ impl Services {
         let mut rows = BTreeSet::new();
         for (i, g) in grants.iter().enumerate() {
             let s = by_slug.get(g.server.as_str()).ok_or_else(|| {
-                GatehouseError::invalid(&format!("grants[{i}].server"), format!("no server '{}' in this tenant", g.server))
+                GatehouseError::invalid(
+                    &format!("grants[{i}].server"),
+                    format!("no server '{}' in this tenant", g.server),
+                )
             })?;
             if g.tool != "*" && !tools_of(s).iter().any(|tool| tool.name == g.tool) {
                 return Err(GatehouseError::invalid(
                     &format!("grants[{i}].tool"),
-                    format!("server '{}' has no tool '{}' (refresh its tools if it was added recently)", g.server, g.tool),
+                    format!(
+                        "server '{}' has no tool '{}' (refresh its tools if it was added recently)",
+                        g.server, g.tool
+                    ),
                 ));
             }
             rows.insert((s.id.clone(), g.tool.clone()));

@@ -15,8 +15,9 @@ const MAX_PAGES: usize = 50;
 
 /// Checks that `url` is an absolute http(s) URL and returns it normalised.
 pub fn validate_url(field: &str, url: &str) -> Result<String, GatehouseError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| GatehouseError::invalid(field, format!("not a URL ({e}); give e.g. https://mcp.example.com/mcp")))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        GatehouseError::invalid(field, format!("not a URL ({e}); give e.g. https://mcp.example.com/mcp"))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(GatehouseError::invalid(field, "must be an http:// or https:// URL"));
     }
@@ -45,8 +46,11 @@ async fn response_for(resp: reqwest::Response, id: i64) -> Result<Value, String>
     let messages: Vec<Value> = if is_sse {
         body.split("\n\n")
             .filter_map(|event| {
-                let data: Vec<&str> =
-                    event.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
                 (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).ok()).flatten()
             })
             .collect()
@@ -65,10 +69,7 @@ async fn response_for(resp: reqwest::Response, id: i64) -> Result<Value, String>
 
 /// Connects to an MCP server and returns its tools (MCP tool objects, as the server sent them).
 pub async fn fetch_tools(url: &str) -> Result<Vec<Value>, GatehouseError> {
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| unavailable(url, e))?;
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| unavailable(url, e))?;
     let post = |body: Value, session: Option<&str>| {
         let mut req = client
             .post(url)

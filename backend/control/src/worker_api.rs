@@ -63,7 +63,8 @@ async fn bundles(
     if group != b.group() {
         return error_response(&GatehouseError::not_found(format!("gateway group '{group}'")));
     }
-    let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+    let known =
+        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = b.subscribe();

@@ -124,7 +124,7 @@ impl Store {
             .bind(t.created_at_ms)
             .execute(p)
             .await
-        .map(|_| ()))?;
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -439,7 +439,8 @@ impl Store {
 
     /// Stores a new API token (its hash only).
     pub async fn create_token(&self, t: &ApiToken) -> Result<()> {
-        on_pool!(self, |p| sqlx::query(
+        on_pool!(self, |p| {
+            sqlx::query(
             "INSERT INTO api_tokens (tenant_id, id, user_id, name, sha256, prefix, created_at_ms, expires_at_ms, revoked_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
@@ -454,7 +455,8 @@ impl Store {
         .bind(t.revoked_at_ms)
         .execute(p)
         .await
-        .map(|_| ()))?;
+        .map(|_| ())
+        })?;
         Ok(())
     }
 
@@ -470,12 +472,10 @@ impl Store {
 
     /// The unrevoked token with this hash, in any tenant (for GraphQL bearer authentication).
     pub async fn token_by_hash(&self, sha256: &str) -> Result<Option<ApiToken>> {
-        Ok(on_pool!(self, |p| sqlx::query_as(&format!(
-            "{TOKEN_COLUMNS} WHERE sha256 = $1 AND revoked_at_ms IS NULL"
-        ))
-        .bind(sha256)
-        .fetch_optional(p)
-        .await)?)
+        Ok(on_pool!(self, |p| sqlx::query_as(&format!("{TOKEN_COLUMNS} WHERE sha256 = $1 AND revoked_at_ms IS NULL"))
+            .bind(sha256)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// Revokes a token; returns whether it was active.
@@ -537,7 +537,8 @@ impl Store {
     /// A tenant's audit events, newest first, at most `limit`, older than `before_ms` if given.
     pub async fn list_audit(&self, tenant_id: &str, limit: i64, before_ms: Option<i64>) -> Result<Vec<AuditRow>> {
         let before = before_ms.unwrap_or(i64::MAX);
-        Ok(on_pool!(self, |p| sqlx::query_as(
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
             "SELECT tenant_id, id, time_ms, user_id, user_email, client_name, client_version, session_id, \
              virtual_server, upstream_server, method, tool, outcome, reason, latency_us, bundle_revision, received_at_ms \
              FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3"
@@ -546,7 +547,8 @@ impl Store {
         .bind(before)
         .bind(limit)
         .fetch_all(p)
-        .await)?)
+        .await
+        })?)
     }
 
     // ---------------------------------------------------------------- bundles

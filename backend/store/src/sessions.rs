@@ -75,9 +75,12 @@ impl SessionStore for Store {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let id = id.to_string();
-        on_pool!(self, |p| sqlx::query("DELETE FROM console_sessions WHERE id = $1").bind(&id).execute(p).await
-        .map(|_| ()))
-            .map_err(backend)?;
+        on_pool!(self, |p| sqlx::query("DELETE FROM console_sessions WHERE id = $1")
+            .bind(&id)
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .map_err(backend)?;
         Ok(())
     }
 }
