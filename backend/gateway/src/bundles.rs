@@ -1,0 +1,526 @@
+//! Policy bundles in the worker: verification, ordering and activation, the long poll against the
+//! control plane, and the last good set on disk.
+//!
+//! Everything here runs off the request path. The request path only reads [`PolicyStore::tenant`], a
+//! lock-free load of an `ArcSwap`ed map that is replaced whole on every activation.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use gatehouse_bundle::{Bundle, KeyRing, SignedBundle, TenantPolicy, signing::check_sequence};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::{Backoff, GatewayConfig};
+
+/// File name of the last good bundle set inside the data directory.
+const BUNDLES_FILE: &str = "bundles.json";
+
+/// Extra time, beyond the requested wait, before a long poll is considered lost.
+const POLL_SLACK: Duration = Duration::from_secs(10);
+
+/// The active policies, by tenant slug.
+pub(crate) type TenantMap = HashMap<String, Arc<TenantPolicy>>;
+
+/// The wire (and disk) form of a set of bundles: `{"bundles":[SignedBundle, ...]}`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct BundleSet {
+    /// One signed bundle per tenant.
+    pub bundles: Vec<SignedBundle>,
+}
+
+/// What the request path reads, and what status calls report.
+pub(crate) struct PolicyStore {
+    tenants: ArcSwap<TenantMap>,
+    ready: AtomicBool,
+    errors: Mutex<ErrorSlots>,
+}
+
+/// The latest problem of each kind. Kept apart so that, say, a successful long poll clears a
+/// connection error but not the report of a bundle that is still refused.
+#[derive(Default)]
+struct ErrorSlots {
+    poll: Option<String>,
+    bundles: Option<String>,
+    disk: Option<String>,
+}
+
+impl Default for PolicyStore {
+    fn default() -> Self {
+        Self {
+            tenants: ArcSwap::from_pointee(TenantMap::new()),
+            ready: AtomicBool::new(false),
+            errors: Mutex::new(ErrorSlots::default()),
+        }
+    }
+}
+
+impl PolicyStore {
+    /// The active policy of `tenant`.
+    pub(crate) fn tenant(&self, tenant: &str) -> Option<Arc<TenantPolicy>> {
+        self.tenants.load().get(tenant).cloned()
+    }
+
+    /// True once a bundle set was activated.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The current problems, joined, or `None`.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        let slots = self.slots();
+        let all: Vec<&str> =
+            [&slots.poll, &slots.bundles, &slots.disk].into_iter().flatten().map(String::as_str).collect();
+        if all.is_empty() { None } else { Some(all.join("; ")) }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, ErrorSlots> {
+        // A poisoned lock only means a panic elsewhere while setting a string; the data is still usable.
+        self.errors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_poll_error(&self, error: Option<String>) {
+        self.slots().poll = error;
+    }
+}
+
+/// Where a bundle set came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    ControlPlane,
+    Disk,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::ControlPlane => "the control plane",
+            Source::Disk => "the disk copy",
+        })
+    }
+}
+
+/// The result of offering a bundle set.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// The active map changed (a tenant was added, removed or got another bundle).
+    pub changed: bool,
+    /// One message per refused bundle.
+    pub refused: Vec<String>,
+}
+
+/// Turns offered bundle sets into the active map. Owned by the poller task, so activations are
+/// serialised without a lock.
+pub(crate) struct Activator {
+    keyring: KeyRing,
+    group: String,
+    file: PathBuf,
+    store: Arc<PolicyStore>,
+    /// The envelopes of the active bundles, by tenant: what gets written to disk.
+    envelopes: HashMap<String, SignedBundle>,
+}
+
+impl Activator {
+    /// An activator for `group` that trusts `keyring` and keeps its disk copy in `data_dir`.
+    pub(crate) fn new(keyring: KeyRing, group: String, data_dir: &Path, store: Arc<PolicyStore>) -> Self {
+        Self { keyring, group, file: data_dir.join(BUNDLES_FILE), store, envelopes: HashMap::new() }
+    }
+
+    /// Offers a complete set (one bundle per tenant of the group) and swaps in the result.
+    ///
+    /// A bundle is refused when it does not verify, is for another group, or is older than the one
+    /// active for its tenant; that tenant keeps its current bundle. A tenant absent from the set is
+    /// removed, except when a refused bundle could not be attributed to a tenant (its signature did not
+    /// verify, so its claimed tenant is not trusted): then nothing is removed in this round, because the
+    /// unreadable bundle may be the one for a tenant we would otherwise drop.
+    pub(crate) fn apply(&mut self, offered: Vec<SignedBundle>, source: Source) -> Applied {
+        let current = self.store.tenants.load_full();
+        let mut next = TenantMap::new();
+        let mut envelopes = HashMap::new();
+        let mut accepted = HashSet::new();
+        let mut refused = Vec::new();
+        let mut keep_unlisted = false;
+
+        for signed in offered {
+            let bundle = match self.keyring.verify(&signed) {
+                Ok(bundle) => bundle,
+                Err(e) => {
+                    keep_unlisted = true;
+                    let claim = match claimed_tenant(&signed) {
+                        Some(t) => format!("claiming tenant '{t}'"),
+                        None => "naming no readable tenant".to_owned(),
+                    };
+                    refused.push(format!(
+                        "refused a bundle from {source} {claim}: {e}; the tenant's previous bundle keeps serving"
+                    ));
+                    continue;
+                }
+            };
+            let tenant = bundle.manifest.tenant.clone();
+            let active = current.get(&tenant);
+            match self.admissible(&bundle, active.map(|p| p.as_ref()), accepted.contains(&tenant)) {
+                Ok(()) => {
+                    // Same manifest as the active one: keep the built policy instead of rebuilding it.
+                    let policy = match active {
+                        Some(p) if p.manifest == bundle.manifest => Arc::clone(p),
+                        _ => Arc::new(TenantPolicy::build(&bundle)),
+                    };
+                    accepted.insert(tenant.clone());
+                    next.insert(tenant.clone(), policy);
+                    envelopes.insert(tenant, signed);
+                }
+                Err(reason) => {
+                    let keeps = match active {
+                        Some(p) => format!("revision {} keeps serving", short(&p.manifest.revision)),
+                        None => "the tenant stays unavailable".to_owned(),
+                    };
+                    refused.push(format!("refused the bundle for tenant '{tenant}' from {source}: {reason}; {keeps}"));
+                    self.keep(&current, &tenant, &mut next, &mut envelopes);
+                }
+            }
+        }
+        if keep_unlisted {
+            for tenant in current.keys() {
+                self.keep(&current, tenant, &mut next, &mut envelopes);
+            }
+        }
+
+        let changed = !same_revisions(&current, &next);
+        if changed {
+            for (tenant, policy) in &next {
+                if current.get(tenant).is_none_or(|old| old.manifest != policy.manifest) {
+                    info!(
+                        tenant = %tenant,
+                        revision = %policy.manifest.revision,
+                        sequence = policy.manifest.sequence,
+                        source = %source,
+                        "activated policy bundle"
+                    );
+                }
+            }
+            for tenant in current.keys().filter(|t| !next.contains_key(*t)) {
+                info!(tenant = %tenant, source = %source, "tenant removed from this gateway group");
+            }
+            self.store.tenants.store(Arc::new(next));
+        }
+        self.envelopes = envelopes;
+        Applied { changed, refused }
+    }
+
+    /// Why `bundle` may not replace `active`, if it may not.
+    fn admissible(&self, bundle: &Bundle, active: Option<&TenantPolicy>, duplicate: bool) -> Result<(), String> {
+        let m = &bundle.manifest;
+        if m.group != self.group {
+            return Err(format!("it is for gateway group '{}', this worker serves '{}'", m.group, self.group));
+        }
+        if m.tenant != bundle.content.tenant {
+            return Err(format!(
+                "its manifest names tenant '{}' but its content '{}'",
+                m.tenant, bundle.content.tenant
+            ));
+        }
+        if duplicate {
+            return Err("the set holds two bundles for this tenant; the first one is used".to_owned());
+        }
+        check_sequence(m, active.map(|p| &p.manifest)).map_err(|e| e.to_string())
+    }
+
+    /// Carries the active bundle of `tenant`, if any, into the next map (unless already there).
+    fn keep(
+        &self,
+        current: &TenantMap,
+        tenant: &str,
+        next: &mut TenantMap,
+        envelopes: &mut HashMap<String, SignedBundle>,
+    ) {
+        if let (Some(policy), Some(envelope)) = (current.get(tenant), self.envelopes.get(tenant)) {
+            next.entry(tenant.to_owned()).or_insert_with(|| Arc::clone(policy));
+            envelopes.entry(tenant.to_owned()).or_insert_with(|| envelope.clone());
+        }
+    }
+
+    /// Applies a set and does the bookkeeping around it: readiness, the error report, and the disk copy
+    /// (only for sets from the control plane, and only when something changed).
+    pub(crate) async fn activate(&mut self, offered: Vec<SignedBundle>, source: Source) {
+        let applied = self.apply(offered, source);
+        for message in &applied.refused {
+            warn!("{message}");
+        }
+        // Ready once something serves, or once a set was taken whole (an empty set is a valid answer).
+        if applied.refused.is_empty() || !self.envelopes.is_empty() {
+            self.store.ready.store(true, Ordering::Release);
+        }
+        self.store.slots().bundles = if applied.refused.is_empty() { None } else { Some(applied.refused.join("; ")) };
+        if applied.changed && source == Source::ControlPlane {
+            let result = self.persist().await;
+            if let Err(e) = &result {
+                error!("{e:#}");
+            }
+            self.store.slots().disk = result.err().map(|e| format!("{e:#}"));
+        }
+    }
+
+    /// Loads and activates `{data_dir}/bundles.json`, verifying it like any other set. A missing file
+    /// is normal on a first start; an unreadable one is reported and ignored.
+    pub(crate) async fn load_from_disk(&mut self) {
+        let bytes = match tokio::fs::read(&self.file).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                let message = format!("could not read the bundle copy {}: {e}", self.file.display());
+                error!("{message}");
+                self.store.slots().disk = Some(message);
+                return;
+            }
+        };
+        match serde_json::from_slice::<BundleSet>(&bytes) {
+            Ok(set) => {
+                let count = set.bundles.len();
+                self.activate(set.bundles, Source::Disk).await;
+                info!(bundles = count, file = %self.file.display(), "loaded the last good bundle set from disk");
+            }
+            Err(e) => {
+                let message = format!(
+                    "the bundle copy {} is not readable ({e}); waiting for the control plane",
+                    self.file.display()
+                );
+                error!("{message}");
+                self.store.slots().disk = Some(message);
+            }
+        }
+    }
+
+    /// Writes the active envelopes to disk atomically (temporary file, fsync, rename), so a crash
+    /// leaves either the old or the new set, never a torn one.
+    async fn persist(&self) -> anyhow::Result<()> {
+        let mut bundles: Vec<(&String, &SignedBundle)> = self.envelopes.iter().collect();
+        bundles.sort_by(|a, b| a.0.cmp(b.0));
+        let set = BundleSet { bundles: bundles.into_iter().map(|(_, b)| b.clone()).collect() };
+        let bytes = serde_json::to_vec_pretty(&set)?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&file, &bytes))
+            .await?
+            .map_err(|e| anyhow::anyhow!("could not save the bundle copy {}: {e}", self.file.display()))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable; not every platform lets a directory be opened, so best effort.
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Same tenants with the same manifests?
+fn same_revisions(a: &TenantMap, b: &TenantMap) -> bool {
+    a.len() == b.len() && a.iter().all(|(t, p)| b.get(t).is_some_and(|q| q.manifest == p.manifest))
+}
+
+/// The tenant an unverified bundle claims to be for. Used only in messages, never for decisions.
+fn claimed_tenant(signed: &SignedBundle) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        manifest: PeekManifest,
+    }
+    #[derive(Deserialize)]
+    struct PeekManifest {
+        tenant: String,
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&signed.payload).ok()?;
+    let peek: Peek = serde_json::from_slice(&bytes).ok()?;
+    // Printed in logs: keep it short and printable.
+    Some(peek.manifest.tenant.chars().filter(|c| !c.is_control()).take(64).collect())
+}
+
+/// The first 12 hex digits of a revision, enough to tell them apart in a message.
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
+
+/// Where and how the poller asks for bundles.
+pub(crate) struct PollTarget {
+    url: String,
+    token: String,
+    wait_secs: u64,
+}
+
+impl PollTarget {
+    /// From the worker's configuration.
+    pub(crate) fn new(config: &GatewayConfig) -> Self {
+        Self {
+            url: format!("{}/v1/bundles/{}", config.control_url, config.group),
+            token: config.worker_token.clone(),
+            // At least a second: a zero wait would turn the long poll into a busy loop.
+            wait_secs: config.poll_wait.as_secs().max(1),
+        }
+    }
+}
+
+/// The bundle poller: long-polls the control plane forever and activates every new set.
+pub(crate) async fn poll(mut activator: Activator, http: reqwest::Client, target: PollTarget) {
+    let url = format!("{}?wait={}", target.url, target.wait_secs);
+    let timeout = Duration::from_secs(target.wait_secs) + POLL_SLACK;
+    let store = Arc::clone(&activator.store);
+    let mut etag: Option<String> = None;
+    let mut backoff = Backoff::standard();
+    loop {
+        let mut request = http.get(&url).bearer_auth(&target.token).timeout(timeout);
+        if let Some(tag) = &etag {
+            request = request.header(http::header::IF_NONE_MATCH, tag);
+        }
+        let failure = match request.send().await {
+            Err(e) => Some(format!("cannot reach the control plane at {}: {}", target.url, describe(&e))),
+            Ok(response) => match response.status() {
+                reqwest::StatusCode::NOT_MODIFIED => None,
+                reqwest::StatusCode::OK => {
+                    let tag =
+                        response.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    match response.bytes().await.map_err(|e| describe(&e)).and_then(|body| {
+                        serde_json::from_slice::<BundleSet>(&body).map_err(|e| format!("not a bundle set: {e}"))
+                    }) {
+                        Ok(set) => {
+                            activator.activate(set.bundles, Source::ControlPlane).await;
+                            etag = tag;
+                            // Without an ETag the next poll would return at once: report it and back off.
+                            etag.is_none().then(|| "the control plane answered bundles without an ETag".to_owned())
+                        }
+                        Err(e) => Some(format!("the control plane's bundle answer was unreadable: {e}")),
+                    }
+                }
+                reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => Some(format!(
+                    "the control plane refused the worker token (HTTP {}); check the worker token configuration",
+                    response.status().as_u16()
+                )),
+                status => Some(format!("the control plane answered the bundle poll with HTTP {}", status.as_u16())),
+            },
+        };
+        match failure {
+            None => {
+                store.set_poll_error(None);
+                backoff.reset();
+            }
+            Some(message) => {
+                warn!("{message}");
+                store.set_poll_error(Some(message));
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// A transport error in words, without the URL (which the caller names already).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_bundle::SigningKey;
+    use gatehouse_bundle::format::{Content, VirtualServer};
+
+    use super::*;
+
+    fn content(tenant: &str, vs: &str) -> Content {
+        let mut c = Content {
+            tenant: tenant.into(),
+            virtual_servers: vec![VirtualServer { slug: vs.into(), upstreams: vec![] }],
+            ..Default::default()
+        };
+        c.normalize();
+        c
+    }
+
+    fn activator(key: &SigningKey, dir: &Path) -> Activator {
+        let mut ring = KeyRing::default();
+        ring.add_base64(&key.public_base64()).unwrap();
+        Activator::new(ring, "default".into(), dir, Arc::new(PolicyStore::default()))
+    }
+
+    fn revision(a: &Activator, tenant: &str) -> Option<String> {
+        a.store.tenant(tenant).map(|p| p.manifest.revision.clone())
+    }
+
+    #[test]
+    fn refusals_keep_the_old_bundle_and_absent_tenants_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let mut a = activator(&key, dir.path());
+        let acme1 = key.sign("default", 1, 0, content("acme", "dev"));
+        let beta1 = key.sign("default", 1, 0, content("beta", "dev"));
+        let applied = a.apply(vec![acme1.clone(), beta1], Source::ControlPlane);
+        assert!(applied.changed && applied.refused.is_empty());
+        let acme_rev = revision(&a, "acme").unwrap();
+
+        // Older sequence for acme, other group for a new tenant, beta left out.
+        let acme0 = key.sign("default", 0, 0, content("acme", "older"));
+        let other = key.sign("eu", 1, 0, content("gamma", "dev"));
+        let applied = a.apply(vec![acme0, other], Source::ControlPlane);
+        assert_eq!(applied.refused.len(), 2, "{:?}", applied.refused);
+        assert!(applied.refused[0].contains("older"), "{}", applied.refused[0]);
+        assert!(applied.refused[1].contains("group 'eu'"), "{}", applied.refused[1]);
+        assert_eq!(revision(&a, "acme"), Some(acme_rev.clone()));
+        assert!(revision(&a, "beta").is_none(), "an absent tenant is removed");
+        assert!(revision(&a, "gamma").is_none());
+    }
+
+    #[test]
+    fn an_unattributable_refusal_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let mut a = activator(&key, dir.path());
+        a.apply(vec![key.sign("default", 1, 0, content("acme", "dev"))], Source::ControlPlane);
+        let forged = SigningKey::generate();
+        let mut bad = forged.sign("default", 2, 0, content("acme", "evil"));
+        bad.key_id = key.key_id().to_owned();
+        let applied = a.apply(vec![bad], Source::ControlPlane);
+        assert!(!applied.changed);
+        assert!(applied.refused[0].contains("claiming tenant 'acme'"), "{}", applied.refused[0]);
+        assert!(applied.refused[0].contains("signature"), "{}", applied.refused[0]);
+        assert!(a.store.tenant("acme").unwrap().virtual_server("dev").is_some());
+    }
+
+    #[tokio::test]
+    async fn the_disk_copy_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let mut a = activator(&key, dir.path());
+        a.activate(vec![key.sign("default", 3, 0, content("acme", "dev"))], Source::ControlPlane).await;
+        assert!(a.store.is_ready());
+        let mut b = activator(&key, dir.path());
+        assert!(!b.store.is_ready());
+        b.load_from_disk().await;
+        assert!(b.store.is_ready());
+        assert_eq!(revision(&a, "acme"), revision(&b, "acme"));
+        assert!(b.store.last_error().is_none());
+    }
+}

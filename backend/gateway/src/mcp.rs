@@ -1,0 +1,816 @@
+//! The MCP endpoint `/mcp/{tenant}/{virtual-server}` (Streamable HTTP, 2025-11-25 era).
+//!
+//! Order of checks on a POST: route (503 no bundle, 404 unknown) → `Origin` (403) → bearer token
+//! (401 with the resource-metadata pointer) → body (413, 400 -32700/-32600) → protocol version (400
+//! -32022) → `initialize` (answered here) → session (400 missing, 404 unknown) → method. Every POST
+//! and DELETE of a known tenant yields exactly one audit event, whatever the outcome. See the crate's
+//! README for the reasoning.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequest as _, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::future::join_all;
+use gatehouse_bundle::policy::{AuthFailure, Principal, VirtualServerRoute};
+use gatehouse_bundle::{Decision, TenantPolicy};
+use gatehouse_core::ErrorCode;
+use gatehouse_core::audit::{AuditEvent, Outcome};
+use gatehouse_core::jsonrpc::{
+    INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED, UPSTREAM_ERROR,
+    error_response, result_response,
+};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use crate::routes::{MAX_BODY_BYTES, check_origin, error};
+use crate::session::{Session, ToolRoute, close_upstreams};
+use crate::upstream::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, UpstreamError};
+use crate::{Gateway, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, VERSION, now_ms};
+
+/// JSON-RPC code for an unknown session, as the official MCP SDKs use it (with HTTP 404).
+const SESSION_NOT_FOUND: i64 = -32001;
+/// JSON-RPC code of the 2026-07-28 era for an unsupported protocol version (with HTTP 400).
+const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+/// Where 2026-07-28 clients put the protocol version of each request.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// Bound on `tools/list` pages fetched from one upstream.
+const MAX_TOOL_PAGES: usize = 20;
+/// `clientInfo` strings longer than this are cut before they reach the audit trail.
+const MAX_CLIENT_INFO_CHARS: usize = 200;
+
+/// Why a request cannot be routed to a tenant's virtual server.
+pub(crate) enum RouteError {
+    NotReady,
+    UnknownTenant,
+    /// The tenant exists (so the request is audited) but the virtual server does not.
+    UnknownVirtualServer(Arc<TenantPolicy>),
+}
+
+impl RouteError {
+    /// The HTTP answer to this refusal.
+    pub(crate) fn response(&self, tenant: &str, vs: &str) -> Response {
+        match self {
+            RouteError::NotReady => {
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::NoBundle,
+                    "this gateway has no policy bundle yet; try again in a few seconds",
+                );
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+            }
+            // One message for both, so an unauthenticated caller cannot tell tenants exist.
+            RouteError::UnknownTenant | RouteError::UnknownVirtualServer(_) => error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no virtual server '{vs}' of tenant '{tenant}' on this gateway; check the URL"),
+            ),
+        }
+    }
+}
+
+impl Gateway {
+    /// The active policy and virtual server for a request.
+    pub(crate) fn route(
+        &self,
+        tenant: &str,
+        vs: &str,
+    ) -> Result<(Arc<TenantPolicy>, Arc<VirtualServerRoute>), RouteError> {
+        if !self.is_ready() {
+            return Err(RouteError::NotReady);
+        }
+        let policy = self.policy(tenant).ok_or(RouteError::UnknownTenant)?;
+        match policy.virtual_server(vs) {
+            Some(route) => Ok((policy, route)),
+            None => Err(RouteError::UnknownVirtualServer(policy)),
+        }
+    }
+}
+
+/// The audit event of one request, filled in while it is handled and emitted at the end.
+struct Record {
+    started: Instant,
+    /// Only requests for a tenant this worker serves are audited.
+    known: bool,
+    event: AuditEvent,
+}
+
+impl Record {
+    fn new(tenant: &str, vs: &str, method: &str) -> Self {
+        Self {
+            started: Instant::now(),
+            known: false,
+            event: AuditEvent {
+                id: uuid::Uuid::now_v7().to_string(),
+                time_ms: now_ms(),
+                tenant: tenant.to_owned(),
+                user_id: None,
+                user_email: None,
+                client_name: None,
+                client_version: None,
+                session_id: None,
+                virtual_server: vs.to_owned(),
+                upstream_server: None,
+                method: method.to_owned(),
+                tool: None,
+                outcome: Outcome::Invalid,
+                reason: None,
+                latency_us: 0,
+                bundle_revision: None,
+            },
+        }
+    }
+
+    fn tenant(&mut self, policy: &TenantPolicy) {
+        self.known = true;
+        self.event.bundle_revision = Some(policy.manifest.revision.clone());
+    }
+
+    fn principal(&mut self, principal: &Principal) {
+        self.event.user_id = Some(principal.user_id.clone());
+        self.event.user_email = Some(principal.email.clone());
+    }
+
+    fn session(&mut self, session: &Session) {
+        self.event.session_id = Some(session.id.clone());
+        self.event.client_name.clone_from(&session.client_name);
+        self.event.client_version.clone_from(&session.client_version);
+    }
+
+    fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
+        self.event.outcome = outcome;
+        self.event.reason = reason.into();
+    }
+
+    async fn emit(mut self, gw: &Gateway) {
+        if self.known {
+            self.event.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+            gw.inner().audit.emit(self.event).await;
+        }
+    }
+}
+
+/// `GET /mcp/...`: the server-initiated stream is optional in Streamable HTTP and not offered yet.
+pub(crate) async fn get() -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidInput,
+        "this gateway offers no server-initiated stream yet; send requests with POST",
+    );
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    response
+}
+
+/// `POST /mcp/...`: one JSON-RPC message.
+pub(crate) async fn post(
+    State(gw): State<Gateway>,
+    Path((tenant, vs)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let mut record = Record::new(&tenant, &vs, "POST");
+    // Headers are borrowed from the request instead of extracted (which would copy them); the body
+    // keeps the extensions, where the body-limit layer put the 4 MiB limit.
+    let (mut parts, body) = request.into_parts();
+    let mut body = Request::new(body);
+    *body.extensions_mut() = std::mem::take(&mut parts.extensions);
+    let response = handle_post(&gw, &tenant, &vs, &parts.headers, body, &mut record).await;
+    record.emit(&gw).await;
+    response
+}
+
+/// `DELETE /mcp/...`: ends a session.
+pub(crate) async fn delete(
+    State(gw): State<Gateway>,
+    Path((tenant, vs)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut record = Record::new(&tenant, &vs, "DELETE");
+    let response = handle_delete(&gw, &tenant, &vs, &headers, &mut record).await;
+    record.emit(&gw).await;
+    response
+}
+
+async fn handle_delete(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
+    let principal = match admit(gw, tenant, vs, headers, record) {
+        Ok(admitted) => admitted.principal,
+        Err(refusal) => return refusal.response(gw, tenant, vs),
+    };
+    let session = match session_of(gw, headers, tenant, vs, &principal) {
+        Ok(session) => session,
+        Err(problem) => {
+            record.outcome(Outcome::Invalid, problem.message().to_owned());
+            return error(problem.status(), problem.code(), problem.message());
+        }
+    };
+    record.session(&session);
+    gw.inner().sessions.remove(&session.id);
+    close_upstreams(&session, &gw.inner().upstreams);
+    record.outcome(Outcome::Allowed, None);
+    StatusCode::OK.into_response()
+}
+
+async fn handle_post(
+    gw: &Gateway,
+    tenant: &str,
+    vs: &str,
+    headers: &HeaderMap,
+    request: Request,
+    record: &mut Record,
+) -> Response {
+    let Admitted { policy, route, principal } = match admit(gw, tenant, vs, headers, record) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.response(gw, tenant, vs),
+    };
+
+    // The body is read only now, so unauthenticated callers cannot make the gateway buffer 4 MiB.
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            let message = format!("the request body is larger than {} MiB", MAX_BODY_BYTES >> 20);
+            record.outcome(Outcome::Invalid, message.clone());
+            return error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::InvalidInput, message);
+        }
+        Err(rejection) => {
+            let message = format!("could not read the request body: {}", rejection.body_text());
+            record.outcome(Outcome::Invalid, message.clone());
+            return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message);
+        }
+    };
+    let message = match parse(&body) {
+        Ok(message) => message,
+        Err((code, why)) => {
+            record.outcome(Outcome::Invalid, why.clone());
+            return rpc(StatusCode::BAD_REQUEST, error_response(None, code, &why, Some(ErrorCode::InvalidInput)));
+        }
+    };
+    let Message { id, method, params, .. } = message;
+    // Client responses (to server requests) have no method; audit them as such.
+    record.event.method = method.clone().unwrap_or_else(|| "response".to_owned());
+
+    if let Some(why) = unsupported_version(headers, method.as_deref(), params.as_ref()) {
+        record.outcome(Outcome::Invalid, why);
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": UNSUPPORTED_PROTOCOL_VERSION,
+                "message": "Unsupported protocol version",
+                "data": { "supported": SUPPORTED_PROTOCOL_VERSIONS },
+            },
+        });
+        return rpc(StatusCode::BAD_REQUEST, body);
+    }
+
+    if let (Some("initialize"), Some(id)) = (method.as_deref(), id.as_ref()) {
+        return initialize(gw, tenant, vs, &principal, params.as_ref(), id, record);
+    }
+
+    let session = match session_of(gw, headers, tenant, vs, &principal) {
+        Ok(session) => session,
+        Err(problem) => {
+            record.outcome(Outcome::Invalid, problem.message().to_owned());
+            let body = error_response(id.as_ref(), problem.rpc_code(), problem.message(), Some(problem.code()));
+            return rpc(problem.status(), body);
+        }
+    };
+    record.session(&session);
+    debug!(session = %session.id, protocol = %session.protocol_version, method = %record.event.method, "mcp request");
+
+    let (Some(method), Some(id)) = (method, id) else {
+        // Notifications and responses need no answer. They are not forwarded: the gateway's upstream
+        // sessions are its own, and the only client notification that matters today
+        // (`notifications/initialized`) was already sent upstream when each session was opened.
+        record.outcome(Outcome::Allowed, None);
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let answer = match method.as_str() {
+        "ping" => {
+            record.outcome(Outcome::Allowed, None);
+            result_response(&id, json!({}))
+        }
+        "tools/list" => tools_list(gw, &policy, &route, &session, &principal, &id, record).await,
+        "tools/call" => tools_call(gw, &policy, &route, &session, &principal, &id, params, record).await,
+        other => {
+            let why = format!("method '{other}' is not supported: this gateway serves tools only");
+            record.outcome(Outcome::Invalid, why.clone());
+            error_response(Some(&id), METHOD_NOT_FOUND, &why, None)
+        }
+    };
+    rpc(StatusCode::OK, answer)
+}
+
+/// A request that passed routing, `Origin` and authentication.
+struct Admitted {
+    policy: Arc<TenantPolicy>,
+    route: Arc<VirtualServerRoute>,
+    principal: Principal,
+}
+
+/// Why a request was turned away before its body was looked at.
+enum Refusal {
+    Route(RouteError),
+    Origin(String),
+    Unauthenticated(String),
+}
+
+impl Refusal {
+    fn response(&self, gw: &Gateway, tenant: &str, vs: &str) -> Response {
+        match self {
+            Refusal::Route(refusal) => refusal.response(tenant, vs),
+            Refusal::Origin(why) => error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why.clone()),
+            Refusal::Unauthenticated(why) => {
+                let mut response = error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, why.clone());
+                let metadata = format!(
+                    "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp/{tenant}/{vs}\"",
+                    gw.inner().config.public_url
+                );
+                if let Ok(value) = HeaderValue::from_str(&metadata) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Routes the request, then checks `Origin` and the bearer token, recording what it learns.
+fn admit(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Result<Admitted, Refusal> {
+    let (policy, route) = match gw.route(tenant, vs) {
+        Ok(found) => found,
+        Err(refusal) => {
+            if let RouteError::UnknownVirtualServer(policy) = &refusal {
+                record.tenant(policy);
+                record.outcome(Outcome::Invalid, format!("unknown virtual server '{vs}'"));
+            }
+            return Err(Refusal::Route(refusal));
+        }
+    };
+    record.tenant(&policy);
+    if let Err(why) = check_origin(headers, &gw.inner().public_origin) {
+        record.outcome(Outcome::Denied, why.clone());
+        return Err(Refusal::Origin(why));
+    }
+    let authenticated = match bearer(headers) {
+        Bearer::Missing => Err(
+            "this endpoint needs an access token: send 'Authorization: Bearer <token>'; MCP clients find where to get \
+             one through the resource_metadata link in the WWW-Authenticate header"
+                .to_owned(),
+        ),
+        Bearer::OtherScheme => Err("the Authorization header must have the form 'Bearer <token>'".to_owned()),
+        Bearer::Token(token) => policy.authenticate(token, now_ms()).map_err(|failure| match failure {
+            AuthFailure::Unknown => {
+                "the bearer token is not valid for this tenant; sign in again or ask a tenant admin for a new token"
+                    .to_owned()
+            }
+            AuthFailure::Expired => "the bearer token has expired; sign in again or create a new token".to_owned(),
+        }),
+    };
+    match authenticated {
+        Ok(principal) => {
+            record.principal(&principal);
+            Ok(Admitted { policy, route, principal })
+        }
+        Err(why) => {
+            record.outcome(Outcome::Denied, why.clone());
+            Err(Refusal::Unauthenticated(why))
+        }
+    }
+}
+
+enum Bearer<'a> {
+    Missing,
+    OtherScheme,
+    Token(&'a str),
+}
+
+fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Bearer::Missing };
+    match value.to_str().ok().and_then(|v| v.trim().split_once(' ')) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Bearer::Token(token.trim())
+        }
+        _ => Bearer::OtherScheme,
+    }
+}
+
+/// Parses one JSON-RPC message; the error is a JSON-RPC code and a message.
+fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| (PARSE_ERROR, format!("the body is not valid JSON: {e}")))?;
+    if value.is_array() {
+        return Err((INVALID_REQUEST, "batches are not supported in protocol 2025-11-25".to_owned()));
+    }
+    if !value.is_object() {
+        return Err((INVALID_REQUEST, "the body must be a JSON-RPC 2.0 message (a JSON object)".to_owned()));
+    }
+    // `Message` reads a null id as no id, which would turn a broken request into a notification that
+    // never gets an answer; MCP forbids null ids.
+    if value.get("id").is_some_and(Value::is_null) {
+        return Err((INVALID_REQUEST, "the id must be a string or a number, not null".to_owned()));
+    }
+    let message: Message = serde_json::from_value(value)
+        .map_err(|e| (INVALID_REQUEST, format!("the body is not a JSON-RPC 2.0 message: {e}")))?;
+    if message.jsonrpc != "2.0" {
+        return Err((
+            INVALID_REQUEST,
+            "the body is not a JSON-RPC 2.0 message: \"jsonrpc\" must be \"2.0\"".to_owned(),
+        ));
+    }
+    if message.method.is_none() && message.result.is_none() && message.error.is_none() {
+        return Err((INVALID_REQUEST, "a JSON-RPC message needs a method, a result or an error".to_owned()));
+    }
+    Ok(message)
+}
+
+/// Why the request speaks a protocol version this gateway does not, if it does. `server/discover`
+/// only exists from 2026-07-28 on, so it always counts: answering it with 400 -32022 is what makes
+/// such clients fall back to `initialize`.
+fn unsupported_version(headers: &HeaderMap, method: Option<&str>, params: Option<&Value>) -> Option<String> {
+    if method == Some("server/discover") {
+        return Some("server/discover probe of a 2026-07-28 or later client".to_owned());
+    }
+    if let Some(value) = headers.get(&MCP_PROTOCOL_VERSION) {
+        let version = value.to_str().unwrap_or("");
+        if !SUPPORTED_PROTOCOL_VERSIONS.contains(&version) {
+            return Some(format!("unsupported MCP-Protocol-Version {version:?}"));
+        }
+    }
+    let meta = params.and_then(|p| p.get("_meta")).and_then(|m| m.get(META_PROTOCOL_VERSION));
+    if let Some(version) = meta.and_then(Value::as_str)
+        && !SUPPORTED_PROTOCOL_VERSIONS.contains(&version)
+    {
+        return Some(format!("unsupported protocol version {version:?} in _meta"));
+    }
+    None
+}
+
+/// Answers `initialize` and opens a session. Upstream sessions are opened later, on first use.
+fn initialize(
+    gw: &Gateway,
+    tenant: &str,
+    vs: &str,
+    principal: &Principal,
+    params: Option<&Value>,
+    id: &Id,
+    record: &mut Record,
+) -> Response {
+    let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+    // Version negotiation: echo a version we speak, otherwise offer our latest and let the client decide.
+    let version = requested.filter(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(v)).unwrap_or(LATEST_PROTOCOL_VERSION);
+    let client_info = |field: &str| {
+        params
+            .and_then(|p| p.pointer(&format!("/clientInfo/{field}")))
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(MAX_CLIENT_INFO_CHARS).collect::<String>())
+    };
+    let session = Session::new(tenant, vs, &principal.user_id, client_info("name"), client_info("version"), version);
+    let session = gw.inner().sessions.insert(session);
+    record.session(&session);
+    record.outcome(Outcome::Allowed, None);
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": { "tools": { "listChanged": false } },
+        "serverInfo": { "name": format!("gatehouse/{vs}"), "version": VERSION },
+        "instructions": format!(
+            "Gatehouse virtual server '{vs}': the tools of its upstream servers that your access roles grant you."
+        ),
+    });
+    let mut response = rpc(StatusCode::OK, result_response(id, result));
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(MCP_SESSION_ID, value);
+    }
+    response
+}
+
+/// Why a request's session cannot be used.
+enum SessionProblem {
+    Missing,
+    Unknown,
+}
+
+impl SessionProblem {
+    fn status(&self) -> StatusCode {
+        match self {
+            SessionProblem::Missing => StatusCode::BAD_REQUEST,
+            SessionProblem::Unknown => StatusCode::NOT_FOUND,
+        }
+    }
+    fn code(&self) -> ErrorCode {
+        match self {
+            SessionProblem::Missing => ErrorCode::InvalidInput,
+            SessionProblem::Unknown => ErrorCode::NotFound,
+        }
+    }
+    fn rpc_code(&self) -> i64 {
+        match self {
+            SessionProblem::Missing => INVALID_REQUEST,
+            SessionProblem::Unknown => SESSION_NOT_FOUND,
+        }
+    }
+    fn message(&self) -> &'static str {
+        match self {
+            SessionProblem::Missing => "missing Mcp-Session-Id; send initialize first",
+            SessionProblem::Unknown => "unknown or ended session; send initialize to start a new one",
+        }
+    }
+}
+
+/// The request's session, which must belong to this tenant, virtual server and user. A session of
+/// someone else gets the same 404 as an unknown one, so ids reveal nothing.
+fn session_of(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    vs: &str,
+    principal: &Principal,
+) -> Result<Arc<Session>, SessionProblem> {
+    let raw = headers.get(&MCP_SESSION_ID).ok_or(SessionProblem::Missing)?;
+    let id = raw.to_str().map_err(|_| SessionProblem::Unknown)?;
+    let session = gw.inner().sessions.get(id).ok_or(SessionProblem::Unknown)?;
+    if session.tenant != tenant || session.virtual_server != vs || session.user_id != principal.user_id {
+        return Err(SessionProblem::Unknown);
+    }
+    Ok(session)
+}
+
+/// One upstream tool as the client sees it.
+struct Listed {
+    /// The name shown to the client.
+    exposed: String,
+    route: ToolRoute,
+    /// The tool definition, with `name` set to `exposed`.
+    tool: Value,
+}
+
+/// An upstream that failed, for the -32004 answer.
+struct UpstreamFailure {
+    server: String,
+    error: UpstreamError,
+}
+
+async fn tools_list(
+    gw: &Gateway,
+    policy: &TenantPolicy,
+    route: &VirtualServerRoute,
+    session: &Session,
+    principal: &Principal,
+    id: &Id,
+    record: &mut Record,
+) -> Value {
+    match catalog(gw, route, session).await {
+        Ok(listed) => {
+            let visible: Vec<Value> = listed
+                .into_iter()
+                .filter(|l| {
+                    matches!(
+                        policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name),
+                        Decision::Allow { .. }
+                    )
+                })
+                .map(|l| l.tool)
+                .collect();
+            record.outcome(Outcome::Allowed, None);
+            result_response(id, json!({ "tools": visible }))
+        }
+        Err(failure) => upstream_failed(id, failure, record),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the request's whole context; a struct would only rename it
+async fn tools_call(
+    gw: &Gateway,
+    policy: &TenantPolicy,
+    route: &VirtualServerRoute,
+    session: &Session,
+    principal: &Principal,
+    id: &Id,
+    params: Option<Value>,
+    record: &mut Record,
+) -> Value {
+    let (mut params, name) = match params {
+        Some(params) => match params.get("name").and_then(Value::as_str).map(str::to_owned) {
+            Some(name) => (params, name),
+            None => return invalid_params(id, "tools/call needs params.name, the tool's name", record),
+        },
+        None => return invalid_params(id, "tools/call needs params with the tool's name", record),
+    };
+    record.event.tool = Some(name.clone());
+    let (target, url) = match resolve(gw, route, session, &name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let why = format!("unknown tool '{name}'; call tools/list to see the tools you may use");
+            return invalid_params(id, &why, record);
+        }
+        Err(failure) => return upstream_failed(id, failure, record),
+    };
+    record.event.upstream_server = Some(target.server.clone());
+    record.event.tool = Some(target.name.clone());
+    if let Decision::Deny { reason } = policy.authorize_tool(&principal.user_id, &target.server, &target.name) {
+        record.outcome(Outcome::Denied, reason.clone());
+        return json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": POLICY_DENIED,
+                "message": reason,
+                "data": { "code": ErrorCode::ToolNotGranted.as_str(), "tool": name },
+            },
+        });
+    }
+    // Forward the client's params (arguments, `_meta`) as they are, under the upstream's tool name.
+    // Only the body goes upstream: the client's Authorization header never does.
+    if let Some(object) = params.as_object_mut() {
+        object.insert("name".to_owned(), Value::String(target.name.clone()));
+    }
+    let slot = session.upstream_slot(&target.server);
+    match gw.inner().upstreams.request(&slot, &url, "tools/call", &params).await {
+        Ok(mut response) => {
+            match response.pointer("/error/message") {
+                Some(message) => {
+                    let why = format!("upstream error: {}", message.as_str().unwrap_or("no message"));
+                    record.outcome(Outcome::UpstreamError, why);
+                }
+                None => record.outcome(Outcome::Allowed, None),
+            }
+            if let Some(object) = response.as_object_mut() {
+                object.insert("id".to_owned(), json!(id));
+            }
+            response
+        }
+        Err(error) => upstream_failed(id, UpstreamFailure { server: target.server, error }, record),
+    }
+}
+
+/// Where exposed tool `name` leads: from the session's latest listing, else from a fresh one (clients
+/// may call a tool they know without listing first, and a new bundle may have changed the upstreams).
+async fn resolve(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+    name: &str,
+) -> Result<Option<(ToolRoute, String)>, UpstreamFailure> {
+    let url_of = |target: &ToolRoute| route.upstreams.iter().find(|(s, _)| *s == target.server).map(|(_, u)| u.clone());
+    if let Some(target) = session.tool(name)
+        && let Some(url) = url_of(&target)
+    {
+        return Ok(Some((target, url)));
+    }
+    let listed = catalog(gw, route, session).await?;
+    Ok(listed.into_iter().find(|l| l.exposed == name).and_then(|l| url_of(&l.route).map(|url| (l.route, url))))
+}
+
+/// Lists every tool of every upstream of the virtual server (unfiltered), in upstream order, and
+/// remembers the name map in the session. The map holds ungranted tools too, so that calling one
+/// gets a policy denial rather than "unknown tool".
+async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Listed>, UpstreamFailure> {
+    let lists = join_all(route.upstreams.iter().map(|(server, url)| async move {
+        match list_upstream(gw, session, server, url).await {
+            Ok(tools) => Ok((server.clone(), tools)),
+            Err(error) => Err(UpstreamFailure { server: server.clone(), error }),
+        }
+    }))
+    .await;
+    let lists = lists.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let listed = merge(lists);
+    session.set_tools(listed.iter().map(|l| (l.exposed.clone(), l.route.clone())).collect());
+    Ok(listed)
+}
+
+/// All pages of one upstream's `tools/list` (bounded).
+async fn list_upstream(gw: &Gateway, session: &Session, server: &str, url: &str) -> Result<Vec<Value>, UpstreamError> {
+    let slot = session.upstream_slot(server);
+    let mut tools = Vec::new();
+    let mut params = json!({});
+    for _ in 0..MAX_TOOL_PAGES {
+        let mut response = gw.inner().upstreams.request(&slot, url, "tools/list", &params).await?;
+        if let Some(message) = response.pointer("/error/message") {
+            return Err(UpstreamError::Rpc(format!("tools/list failed: {}", message.as_str().unwrap_or("no message"))));
+        }
+        let Some(result) = response.get_mut("result") else {
+            return Err(UpstreamError::Protocol("tools/list answered without a result".to_owned()));
+        };
+        if let Some(Value::Array(page)) = result.get_mut("tools").map(Value::take) {
+            tools.extend(page);
+        }
+        match result.get("nextCursor").and_then(Value::as_str) {
+            Some(cursor) => params = json!({ "cursor": cursor }),
+            None => return Ok(tools),
+        }
+    }
+    warn!(server, "tools/list still had more pages after {MAX_TOOL_PAGES}; using those");
+    Ok(tools)
+}
+
+/// Merges the upstreams' tool lists in order. A name that more than one upstream uses is exposed as
+/// `{server}__{tool}` for each of them, so none is hidden behind another; other names stay as they
+/// are. Names are chosen from the unfiltered lists, so a tool keeps its name when grants change.
+fn merge(lists: Vec<(String, Vec<Value>)>) -> Vec<Listed> {
+    let name_of = |tool: &Value| tool.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for tool in lists.iter().flat_map(|(_, tools)| tools) {
+        if let Some(name) = name_of(tool) {
+            *uses.entry(name).or_default() += 1;
+        }
+    }
+    let mut taken = HashSet::new();
+    let mut merged = Vec::new();
+    for (server, tools) in lists {
+        for mut tool in tools {
+            let Some(name) = name_of(&tool) else {
+                warn!(server = %server, "skipping an upstream tool without a name");
+                continue;
+            };
+            let exposed =
+                if uses.get(&name).copied().unwrap_or(0) > 1 { format!("{server}__{name}") } else { name.clone() };
+            if !taken.insert(exposed.clone()) {
+                warn!(server = %server, tool = %name, "another tool is already exposed as '{exposed}'; this one is left out");
+                continue;
+            }
+            if let Some(object) = tool.as_object_mut() {
+                object.insert("name".to_owned(), Value::String(exposed.clone()));
+            }
+            merged.push(Listed { exposed, route: ToolRoute { server: server.clone(), name }, tool });
+        }
+    }
+    merged
+}
+
+fn invalid_params(id: &Id, why: &str, record: &mut Record) -> Value {
+    record.outcome(Outcome::Invalid, why.to_owned());
+    error_response(Some(id), INVALID_PARAMS, why, None)
+}
+
+fn upstream_failed(id: &Id, failure: UpstreamFailure, record: &mut Record) -> Value {
+    let UpstreamFailure { server, error } = failure;
+    let message = format!("upstream server '{server}' is unavailable: {error}");
+    warn!("{message}");
+    record.event.upstream_server.get_or_insert_with(|| server.clone());
+    record.outcome(Outcome::UpstreamError, message.clone());
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": UPSTREAM_ERROR,
+            "message": message,
+            "data": { "code": ErrorCode::UpstreamUnavailable.as_str(), "server": server },
+        },
+    })
+}
+
+/// A JSON-RPC answer. Always `application/json`: the gateway buffers upstream streams.
+fn rpc(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str) -> Value {
+        json!({ "name": name, "inputSchema": { "type": "object" } })
+    }
+
+    #[test]
+    fn shared_names_are_prefixed_for_every_upstream() {
+        let merged = merge(vec![
+            ("alpha".into(), vec![tool("echo"), tool("search")]),
+            ("beta".into(), vec![tool("search"), json!({ "description": "nameless" })]),
+        ]);
+        let names: Vec<&str> = merged.iter().map(|l| l.exposed.as_str()).collect();
+        assert_eq!(names, ["echo", "alpha__search", "beta__search"]);
+        assert_eq!(merged[2].route, ToolRoute { server: "beta".into(), name: "search".into() });
+        assert_eq!(merged[2].tool["name"], "beta__search");
+    }
+
+    #[test]
+    fn parse_errors_map_to_json_rpc_codes() {
+        assert_eq!(parse(b"{nope").unwrap_err().0, PARSE_ERROR);
+        assert_eq!(parse(b"[]").unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse(b"42").unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"1.0","method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert!(parse(br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#).unwrap().is_request());
+        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
+    }
+
+    #[test]
+    fn protocol_versions() {
+        let mut headers = HeaderMap::new();
+        assert!(unsupported_version(&headers, Some("tools/list"), None).is_none());
+        assert!(unsupported_version(&headers, Some("server/discover"), None).is_some());
+        let meta = json!({ "_meta": { META_PROTOCOL_VERSION: "2026-07-28" } });
+        assert!(unsupported_version(&headers, Some("tools/list"), Some(&meta)).is_some());
+        headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2025-06-18"));
+        assert!(unsupported_version(&headers, Some("tools/list"), None).is_none());
+        headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
+        assert!(unsupported_version(&headers, Some("tools/list"), None).is_some());
+    }
+}

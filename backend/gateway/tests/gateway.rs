@@ -1,0 +1,419 @@
+//! The gateway worker end to end: a real worker on 127.0.0.1, a fake control plane and tiny MCP
+//! upstreams, all over HTTP.
+
+mod support;
+
+use gatehouse_bundle::SigningKey;
+use gatehouse_core::audit::Outcome;
+use serde_json::json;
+use support::*;
+
+/// Alice's tools under the default grants.
+const ALICE_TOOLS: [&str; 3] = ["echo", "alpha__search", "beta__search"];
+
+/// A worker with one tenant bundle (sequence 1, default grants) already active.
+async fn setup() -> (SigningKey, Upstreams, FakeControlPlane, TestGateway, tempfile::TempDir) {
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    cp.publish(vec![key.sign("default", 1, 0, content(&up, ANALYST))]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    gw.revision().await;
+    (key, up, cp, gw, dir)
+}
+
+#[tokio::test]
+async fn a_changed_revision_replaces_the_old_one() {
+    let (key, up, cp, gw, _dir) = setup().await;
+    let first = gw.revision().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    assert_eq!(alice.tool_names().await, ALICE_TOOLS);
+    assert_eq!(alice.call("add", json!({"a": 1})).await.rpc_code(), Some(-32003));
+
+    let more = &[("alpha", &["echo", "search", "add"][..]), ("beta", &["search"][..])];
+    cp.publish(vec![key.sign("default", 2, 0, content(&up, more))]);
+    let second = eventually("the new revision", async || gw.gw.active_revision(TENANT).filter(|r| *r != first)).await;
+
+    assert_eq!(second, content(&up, more).revision());
+    assert_eq!(alice.tool_names().await, ["echo", "add", "alpha__search", "beta__search"]);
+    assert_eq!(text_of(&alice.call("add", json!({"a": 1})).await), r#"alpha/add: {"a":1}"#);
+    assert_eq!(gw.gw.last_error(), None);
+}
+
+#[tokio::test]
+async fn a_bundle_with_a_bad_signature_is_refused_and_the_old_one_keeps_serving() {
+    let (key, up, cp, gw, _dir) = setup().await;
+    let first = gw.revision().await;
+
+    // Signed by another key but claiming the trusted key's id: the signature cannot verify.
+    let forged = SigningKey::generate();
+    let everything = &[("alpha", &["*"][..]), ("beta", &["*"][..])];
+    let mut bad = forged.sign("default", 2, 0, content(&up, everything));
+    bad.key_id = key.key_id().to_owned();
+    cp.publish(vec![bad]);
+
+    let error = eventually("the refusal", async || gw.gw.last_error()).await;
+    assert!(error.contains("signature does not verify"), "{error}");
+    assert!(error.contains("tenant 'acme'"), "{error}");
+    assert_eq!(gw.gw.active_revision(TENANT), Some(first));
+    assert_eq!(gw.get("/readyz").await.status, 200);
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    assert_eq!(alice.tool_names().await, ALICE_TOOLS);
+}
+
+#[tokio::test]
+async fn an_older_sequence_is_refused() {
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    cp.publish(vec![key.sign("default", 5, 0, content(&up, ANALYST))]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    let active = gw.revision().await;
+
+    let everything = &[("alpha", &["*"][..]), ("beta", &["*"][..])];
+    cp.publish(vec![key.sign("default", 4, 0, content(&up, everything))]);
+    let error = eventually("the refusal", async || gw.gw.last_error()).await;
+    assert!(error.contains("sequence 4 is older than the active 5"), "{error}");
+    assert_eq!(gw.gw.active_revision(TENANT), Some(active.clone()));
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    assert_eq!(alice.tool_names().await, ALICE_TOOLS);
+
+    // A newer one is taken again, and the report clears.
+    cp.publish(vec![key.sign("default", 6, 0, content(&up, everything))]);
+    eventually("the newer revision", async || gw.gw.active_revision(TENANT).filter(|r| *r != active)).await;
+    assert_eq!(gw.gw.last_error(), None);
+}
+
+#[tokio::test]
+async fn a_worker_without_its_control_plane_serves_its_disk_copy() {
+    let (key, _up, _cp, first, dir) = setup().await;
+    let revision = first.revision().await;
+    eventually("the disk copy", async || dir.path().join("bundles.json").exists().then_some(())).await;
+    first.stop().await;
+
+    let dead = dead_port();
+    let gw = TestGateway::start(&dead.url, dir.path(), &key).await;
+    assert!(gw.gw.is_ready(), "ready from disk before any poll");
+    assert_eq!(gw.gw.active_revision(TENANT), Some(revision));
+    assert_eq!(gw.get("/readyz").await.status, 200);
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    assert_eq!(alice.tool_names().await, ALICE_TOOLS);
+    assert_eq!(text_of(&alice.call("echo", json!({"text": "hi"})).await), r#"alpha/echo: {"text":"hi"}"#);
+    let error = eventually("the poll error", async || gw.gw.last_error()).await;
+    assert!(error.contains("cannot reach the control plane"), "{error}");
+
+    // Neither a control plane nor a disk copy: not ready.
+    let empty = tempfile::tempdir().unwrap();
+    let lost = TestGateway::start(&dead.url, empty.path(), &key).await;
+    let ready = lost.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["error"]["code"], "NO_BUNDLE");
+    let reply = lost.client("dev", Some(ALICE)).post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body["error"]["code"], "NO_BUNDLE");
+    assert_eq!(lost.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn authentication_sessions_and_protocol_errors() {
+    let (_key, up, cp, gw, _dir) = setup().await;
+
+    // No token, an unknown one, an expired one: 401 pointing at the resource metadata.
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp/acme/dev", gw.url);
+    for token in [None, Some("nope"), Some(EXPIRED)] {
+        let reply = gw.client("dev", token).post(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"})).await;
+        assert_eq!(reply.status, 401, "{token:?}");
+        assert_eq!(reply.header("www-authenticate"), Some(format!("Bearer resource_metadata=\"{metadata}\"").as_str()));
+        assert_eq!(reply.body["error"]["code"], "UNAUTHENTICATED");
+    }
+    let expired = gw.client("dev", Some(EXPIRED)).post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    assert!(expired.body["error"]["message"].as_str().unwrap().contains("expired"));
+    let prm = gw.get("/.well-known/oauth-protected-resource/mcp/acme/dev").await;
+    assert_eq!(prm.status, 200);
+    assert_eq!(prm.body["resource"], format!("{}/mcp/acme/dev", gw.url));
+    assert_eq!(prm.body["authorization_servers"], json!([cp.url]));
+    assert_eq!(prm.body["bearer_methods_supported"], json!(["header"]));
+
+    // Unknown tenant or virtual server.
+    for path in ["/mcp/acme/nope", "/mcp/ghost/dev"] {
+        let reply = McpClient::new(&format!("{}{path}", gw.url), Some(ALICE))
+            .post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            .await;
+        assert_eq!(reply.status, 404, "{path}");
+        assert_eq!(reply.body["error"]["code"], "NOT_FOUND");
+    }
+
+    // initialize: version negotiation, server info, a session id.
+    let mut alice = gw.client("dev", Some(ALICE));
+    let init = alice.initialize().await;
+    assert_eq!(init.body["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(init.body["result"]["serverInfo"]["name"], "gatehouse/dev");
+    assert_eq!(init.body["result"]["capabilities"], json!({"tools": {"listChanged": false}}));
+    assert_eq!(init.header("content-type"), Some("application/json"));
+    for (asked, answered) in [("2025-06-18", "2025-06-18"), ("2025-03-26", "2025-03-26"), ("2099-01-01", "2025-11-25")]
+    {
+        let mut other = gw.client("dev", Some(ALICE));
+        let reply = other.request("initialize", json!({"protocolVersion": asked, "capabilities": {}})).await;
+        assert_eq!(reply.body["result"]["protocolVersion"], answered);
+        assert!(reply.header("mcp-session-id").is_some());
+    }
+    assert_eq!(alice.request("ping", json!({})).await.body["result"], json!({}));
+    let unknown = alice.request("resources/list", json!({})).await;
+    assert_eq!((unknown.status, unknown.rpc_code()), (200, Some(-32601)));
+
+    // Missing, unknown and someone else's session.
+    let mut anonymous = gw.client("dev", Some(ALICE));
+    let missing = anonymous.request("tools/list", json!({})).await;
+    assert_eq!((missing.status, missing.rpc_code()), (400, Some(-32600)));
+    assert!(missing.body["error"]["message"].as_str().unwrap().contains("missing Mcp-Session-Id"));
+    anonymous.session = Some("0123456789abcdef".into());
+    assert_eq!(anonymous.request("tools/list", json!({})).await.status, 404);
+    let mut bob = gw.client("dev", Some(BOB));
+    bob.session = alice.session.clone();
+    assert_eq!(bob.request("tools/list", json!({})).await.status, 404);
+    let mut elsewhere = gw.client("broken", Some(ALICE));
+    elsewhere.session = alice.session.clone();
+    assert_eq!(elsewhere.request("ping", json!({})).await.status, 404);
+
+    // A 2026-07-28 client's probe, and an unsupported version header.
+    let probe = gw
+        .client("dev", Some(ALICE))
+        .post_raw(
+            r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#,
+            &[("mcp-protocol-version", "2026-07-28")],
+        )
+        .await;
+    assert_eq!((probe.status, probe.rpc_code()), (400, Some(-32022)));
+    assert_eq!(probe.body["error"]["message"], "Unsupported protocol version");
+    assert_eq!(probe.body["error"]["data"], json!({"supported": ["2025-11-25", "2025-06-18", "2025-03-26"]}));
+    let bad_header = gw
+        .client("dev", Some(ALICE))
+        .post_raw(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+            &[("mcp-protocol-version", "1999-01-01")],
+        )
+        .await;
+    assert_eq!((bad_header.status, bad_header.rpc_code()), (400, Some(-32022)));
+
+    // Malformed bodies.
+    for (body, code) in [
+        ("{not json", -32700),
+        ("[]", -32600),
+        (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, -32600),
+        ("7", -32600),
+        (r#"{"jsonrpc":"2.0","id":1}"#, -32600),
+    ] {
+        let reply = alice.post_raw(body, &[]).await;
+        assert_eq!((reply.status, reply.rpc_code()), (400, Some(code)), "{body}");
+    }
+    let batch = alice.post_raw("[]", &[]).await;
+    assert!(batch.body["error"]["message"].as_str().unwrap().contains("batches are not supported"));
+    let huge = alice.post_raw(vec![b' '; 5 << 20], &[]).await;
+    assert_eq!(huge.status, 413);
+    let padded = json!({"jsonrpc": "2.0", "id": 5, "method": "ping", "params": {"pad": "x".repeat(3 << 20)}});
+    assert_eq!(alice.post(padded).await.status, 200, "3 MiB is within the 4 MiB limit");
+
+    // Origin: the gateway's own is fine, another is refused.
+    assert_eq!(alice.post_raw(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#, &[("origin", &gw.url)]).await.status, 200);
+    let evil = alice.post_raw(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#, &[("origin", "http://evil.test")]).await;
+    assert_eq!(evil.status, 403);
+    assert_eq!(evil.body["error"]["code"], "FORBIDDEN");
+
+    // GET has no stream yet; DELETE ends the session and its upstream sessions.
+    let get = reqwest::get(&alice.endpoint).await.unwrap();
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST, DELETE");
+    assert_eq!(alice.tool_names().await, ALICE_TOOLS);
+    let session = alice.session.clone().unwrap();
+    let endpoint = alice.endpoint.clone();
+    let delete = |token: &'static str| {
+        let session = session.clone();
+        let endpoint = endpoint.clone();
+        async move {
+            reqwest::Client::new()
+                .delete(endpoint)
+                .bearer_auth(token)
+                .header("mcp-session-id", session)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(delete(BOB).await, 404, "only the owner may end a session");
+    assert_eq!(delete(ALICE).await, 200);
+    assert_eq!(alice.request("ping", json!({})).await.status, 404);
+    assert_eq!(delete(ALICE).await, 404);
+    eventually("upstream sessions ended", async || {
+        (up.alpha.deleted_sessions().len() == 1 && up.beta.deleted_sessions().len() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tools_are_filtered_routed_and_denied() {
+    let (_key, up, _cp, gw, _dir) = setup().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+
+    // Calling before listing works: the gateway lists on its own to find the route.
+    assert_eq!(text_of(&alice.call("echo", json!({"text": "hi"})).await), r#"alpha/echo: {"text":"hi"}"#);
+
+    let list = alice.request("tools/list", json!({})).await;
+    let tools = list.body["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ALICE_TOOLS, "filtered by grant, both 'search' tools kept under prefixed names");
+    assert_eq!(tools[2]["description"], "search of beta");
+    assert_eq!(tools[2]["inputSchema"], json!({"type": "object"}));
+
+    // Routed to the right upstream under the upstream's own name; beta answers over SSE.
+    assert_eq!(text_of(&alice.call("alpha__search", json!({"q": "x"})).await), r#"alpha/search: {"q":"x"}"#);
+    assert_eq!(text_of(&alice.call("beta__search", json!({"q": "y"})).await), r#"beta/search: {"q":"y"}"#);
+    let with_meta =
+        alice.request("tools/call", json!({"name": "echo", "arguments": {}, "_meta": {"progressToken": 7}})).await;
+    assert_eq!(with_meta.status, 200);
+    assert_eq!(up.alpha.calls().last().unwrap()["_meta"], json!({"progressToken": 7}));
+    assert!(!up.alpha.saw_authorization() && !up.beta.saw_authorization(), "the client's token never goes upstream");
+
+    // Not granted, and unknown.
+    for tool in ["add", "wipe"] {
+        let denied = alice.call(tool, json!({})).await;
+        assert_eq!((denied.status, denied.rpc_code()), (200, Some(-32003)), "{tool}");
+        assert!(denied.body["error"]["message"].as_str().unwrap().contains("is not granted to you"), "{denied:?}");
+        assert_eq!(denied.body["error"]["data"], json!({"code": "TOOL_NOT_GRANTED", "tool": tool}));
+    }
+    assert!(up.alpha.calls().iter().all(|c| c["name"] != "add"), "a denied call never reaches the upstream");
+    let unknown = alice.call("search", json!({})).await;
+    assert_eq!(unknown.rpc_code(), Some(-32602));
+    assert!(unknown.body["error"]["message"].as_str().unwrap().contains("unknown tool 'search'"));
+
+    // Bob's admin role sees every tool.
+    let mut bob = gw.client("dev", Some(BOB));
+    bob.initialize().await;
+    assert_eq!(bob.tool_names().await, ["echo", "add", "alpha__search", "beta__search", "wipe"]);
+
+    // An upstream that forgot the gateway's session (a restart) gets a new one transparently.
+    let opened = up.alpha.sessions_opened();
+    up.alpha.forget_sessions();
+    assert_eq!(text_of(&alice.call("echo", json!({})).await), "alpha/echo: {}");
+    assert_eq!(up.alpha.sessions_opened(), opened + 1);
+
+    // An upstream that does not answer: a JSON-RPC error naming it.
+    let mut broken = gw.client("broken", Some(BOB));
+    broken.initialize().await;
+    let failed = broken.request("tools/list", json!({})).await;
+    assert_eq!((failed.status, failed.rpc_code()), (200, Some(-32004)));
+    assert!(failed.body["error"]["message"].as_str().unwrap().contains("upstream server 'gone'"), "{failed:?}");
+    assert_eq!(failed.body["error"]["data"]["code"], "UPSTREAM_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn audit_events_reach_the_control_plane_despite_refusals_and_restarts() {
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    cp.refuse_audit(2);
+    cp.publish(vec![key.sign("default", 1, 0, content(&up, ANALYST))]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    let revision = gw.revision().await;
+
+    // 8 audited POSTs (initialize and its notification, list, granted and denied calls, 401, bad
+    // JSON, an unknown virtual server) and 1 for an unknown tenant, which is not audited.
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    alice.tool_names().await;
+    alice.call("echo", json!({"text": "hi"})).await;
+    alice.call("add", json!({})).await;
+    gw.client("dev", None).post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    alice.post_raw("{oops", &[]).await;
+    gw.client("nope", Some(ALICE)).post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    McpClient::new(&format!("{}/mcp/ghost/dev", gw.url), Some(ALICE))
+        .post(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .await;
+
+    let events = eventually("8 audit events", async || {
+        let events = cp.audit_events();
+        (events.len() >= 8).then_some(events)
+    })
+    .await;
+    assert!(cp.audit_posts() >= 3, "the two refused posts were retried");
+    assert_eq!(events.len(), 8, "no duplicates, nothing for the unknown tenant: {events:#?}");
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 8);
+    assert!(events.iter().all(|e| e.tenant == TENANT && e.bundle_revision.as_deref() == Some(revision.as_str())));
+
+    let find = |method: &str, tool: Option<&str>| {
+        events
+            .iter()
+            .find(|e| e.method == method && e.tool.as_deref() == tool)
+            .unwrap_or_else(|| panic!("an event for {method} {tool:?}: {events:#?}"))
+    };
+    let call = find("tools/call", Some("echo"));
+    assert_eq!(call.outcome, Outcome::Allowed);
+    assert_eq!(call.user_id.as_deref(), Some("u-alice"));
+    assert_eq!(call.user_email.as_deref(), Some("alice@acme.test"));
+    assert_eq!(call.client_name.as_deref(), Some("test-client"));
+    assert_eq!(call.client_version.as_deref(), Some("1.2.3"));
+    assert_eq!(call.session_id, alice.session);
+    assert_eq!(call.virtual_server, "dev");
+    assert_eq!(call.upstream_server.as_deref(), Some("alpha"));
+    assert!(call.latency_us > 0);
+    let denied = find("tools/call", Some("add"));
+    assert_eq!(denied.outcome, Outcome::Denied);
+    assert!(denied.reason.as_deref().unwrap().contains("not granted"));
+    assert_eq!(find("initialize", None).outcome, Outcome::Allowed);
+    assert_eq!(find("notifications/initialized", None).outcome, Outcome::Allowed);
+    assert_eq!(find("tools/list", None).outcome, Outcome::Allowed);
+    let unauthenticated = events.iter().find(|e| e.user_id.is_none() && e.outcome == Outcome::Denied).unwrap();
+    assert_eq!(unauthenticated.method, "POST");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.outcome == Outcome::Invalid && e.reason.as_deref().unwrap_or("").contains("not valid JSON"))
+    );
+    assert!(events.iter().any(|e| e.virtual_server == "nope" && e.outcome == Outcome::Invalid));
+
+    // Everything acknowledged: the spool is compacted, and a restart resends nothing.
+    let spool = dir.path().join("audit-spool.jsonl");
+    eventually("a compacted spool", async || (std::fs::metadata(&spool).unwrap().len() == 0).then_some(())).await;
+    gw.stop().await;
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    gw.revision().await;
+    let mut again = gw.client("dev", Some(ALICE));
+    again.initialize().await;
+    let events = eventually("the new events", async || {
+        let events = cp.audit_events();
+        (events.len() >= 10).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 10, "only the two new events arrive after the restart");
+}
+
+#[tokio::test]
+async fn audit_events_spooled_while_the_control_plane_is_away_are_sent_after_a_restart() {
+    let (key, _up, cp, gw, dir) = setup().await;
+    // Refuse everything: events stay in the spool.
+    cp.refuse_audit(usize::MAX);
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    eventually("a refused post", async || (cp.audit_posts() >= 1).then_some(())).await;
+    gw.stop().await;
+    assert!(std::fs::metadata(dir.path().join("audit-spool.jsonl")).unwrap().len() > 0);
+
+    cp.refuse_audit(0);
+    let _gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    let events = eventually("the spooled events", async || {
+        let events = cp.audit_events();
+        (events.len() >= 2).then_some(events)
+    })
+    .await;
+    let methods: Vec<&str> = events.iter().map(|e| e.method.as_str()).collect();
+    assert_eq!(methods, ["initialize", "notifications/initialized"]);
+}
