@@ -3,8 +3,8 @@
 //! CSRF: every state-changing request that could carry the session cookie must prove it comes from
 //! our own pages: its `Origin` (or, failing that, `Referer`) must be our origin. Browsers always send
 //! `Origin` on cross-site POSTs and scripts cannot forge it, and the session cookie is `SameSite=Lax`
-//! on top. Requests authenticated with a bearer token carry no ambient credentials and are exempt,
-//! as is the worker API (`/v1/…`, bearer only). See `docs/decisions/0005-console-sessions-and-csrf.md`.
+//! on top. Requests without cookies or with a bearer token carry no ambient credentials and are
+//! exempt, as is the worker API (`/v1/…`, bearer only). See `docs/decisions/0005-console-sessions-and-csrf.md`.
 
 use std::sync::OnceLock;
 
@@ -139,8 +139,10 @@ fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
 async fn csrf_guard(State(control): State<ControlPlane>, request: Request, next: Next) -> Response {
     let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let bearer = request.headers().contains_key(header::AUTHORIZATION);
+    // Without a cookie there are no ambient credentials to abuse.
+    let no_cookie = !request.headers().contains_key(header::COOKIE);
     let worker_api = request.uri().path().starts_with("/v1/");
-    if safe || bearer || worker_api || same_origin(request.headers(), &control.config().public_url) {
+    if safe || bearer || no_cookie || worker_api || same_origin(request.headers(), &control.config().public_url) {
         return next.run(request).await;
     }
     error_response(&GatehouseError::new(
