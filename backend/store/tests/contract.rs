@@ -1,0 +1,985 @@
+//! The store's contract, run against both databases.
+//!
+//! Every case below is one `async fn(&Store)`; `contract_tests!` turns each into two tests,
+//! `sqlite_<case>` (a fresh database file in a temporary folder) and `postgres_<case>` (a fresh
+//! database `gh_test_<uuid>` created in the cluster named by `GATEHOUSE_TEST_DATABASE_URL`, dropped
+//! afterwards). Without that variable the PostgreSQL tests print a "skipped" line and pass, unless
+//! `CI` is set: then they fail, because a CI run that silently skips PostgreSQL proves nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::io::Write;
+
+use gatehouse_store::{
+    ApiToken, AuditRow, Binding, BundleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, Role, Server,
+    Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
+};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use tower_sessions::SessionStore;
+use tower_sessions::session::{Id, Record};
+
+const PG_URL_VAR: &str = "GATEHOUSE_TEST_DATABASE_URL";
+
+// ==================================================================== harness
+
+/// One test's database; `finish` closes the pool and removes the database.
+struct TestDb {
+    store: Store,
+    /// Keeps the SQLite file's folder alive until the test ends.
+    _dir: Option<tempfile::TempDir>,
+    /// For PostgreSQL: the admin URL and the name of the database to drop.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        assert_eq!(store.kind(), "sqlite");
+        TestDb { store, _dir: Some(dir), pg: None }
+    }
+
+    /// A fresh database in the test cluster, or `None` (after saying so) when there is no cluster
+    /// and this is not CI.
+    async fn postgres(test: &str) -> Option<TestDb> {
+        let admin_url = match std::env::var(PG_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ => {
+                if std::env::var_os("CI").is_some() {
+                    panic!(
+                        "{test}: {PG_URL_VAR} is not set but CI is: the PostgreSQL contract tests must run in CI \
+                         (scripts/test.sh starts a throwaway cluster and sets it)"
+                    );
+                }
+                // Straight to stderr, past the test harness's output capture, so it shows.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test}: skipped: set {PG_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres) to run it"
+                );
+                return None;
+            }
+        };
+        let name = format!("gh_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin =
+            PgConnection::connect(&admin_url).await.unwrap_or_else(|e| panic!("{test}: connect to {PG_URL_VAR}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{test}: create database {name}: {e}"));
+        let _ = admin.close().await;
+        let url = with_database(&admin_url, &name);
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{test}: connect to {name}: {e}"));
+        assert_eq!(store.kind(), "postgres");
+        Some(TestDb { store, _dir: None, pg: Some((admin_url, name)) })
+    }
+
+    /// Runs one contract case on a task of its own, so that the database is removed even when the
+    /// case panics; the panic is then passed on.
+    async fn run<F, Fut>(self, case: F)
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(case(self.store.clone())).await;
+        self.finish().await;
+        if let Err(e) = outcome {
+            match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("the contract case did not finish: {e}"),
+            }
+        }
+    }
+
+    /// Closes the pool and drops the PostgreSQL database (best effort).
+    async fn finish(self) {
+        match &self.store {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+        if let Some((admin_url, name)) = &self.pg {
+            match PgConnection::connect(admin_url).await {
+                Ok(mut admin) => {
+                    if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await
+                    {
+                        eprintln!("warning: could not drop test database {name}: {e}");
+                    }
+                    let _ = admin.close().await;
+                }
+                Err(e) => eprintln!("warning: could not drop test database {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// `url` with its database (path) replaced by `db`, query string kept.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => url.split_at(q),
+        None => (url, ""),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    format!("{}/{db}{query}", &base[..authority_end])
+}
+
+/// Whether two strings are equal, at compile time.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `contract_tests! { case => sqlite_case, postgres_case; … }`: two tests per contract case. (The
+/// test names are spelt out because `macro_rules!` cannot build identifiers; a misspelt one does
+/// not compile.)
+macro_rules! contract_tests {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {
+        $(
+            const _: () = assert!(
+                same(stringify!($sqlite), concat!("sqlite_", stringify!($case)))
+                    && same(stringify!($postgres), concat!("postgres_", stringify!($case))),
+                concat!("contract_tests!: name the tests of `", stringify!($case), "` sqlite_", stringify!($case),
+                    " and postgres_", stringify!($case))
+            );
+
+            #[tokio::test]
+            async fn $sqlite() {
+                TestDb::sqlite().await.run(|s| async move { $case(&s).await }).await;
+            }
+
+            #[tokio::test]
+            async fn $postgres() {
+                if let Some(db) = TestDb::postgres(stringify!($postgres)).await {
+                    db.run(|s| async move { $case(&s).await }).await;
+                }
+            }
+        )*
+    };
+}
+
+contract_tests! {
+    tenants => sqlite_tenants, postgres_tenants;
+    users => sqlite_users, postgres_users;
+    servers => sqlite_servers, postgres_servers;
+    roles_grants_bindings => sqlite_roles_grants_bindings, postgres_roles_grants_bindings;
+    virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
+    tokens => sqlite_tokens, postgres_tokens;
+    audit => sqlite_audit, postgres_audit;
+    bundles => sqlite_bundles, postgres_bundles;
+    tenant_isolation => sqlite_tenant_isolation, postgres_tenant_isolation;
+    cross_tenant_references => sqlite_cross_tenant_references, postgres_cross_tenant_references;
+    console_sessions => sqlite_console_sessions, postgres_console_sessions;
+}
+
+#[test]
+fn migrations_have_the_same_numbering() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let names = |dialect: &str| -> BTreeSet<String> {
+        let dir = root.join(dialect);
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|entry| entry.expect("directory entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let sqlite = names("sqlite");
+    let postgres = names("postgres");
+    assert!(!sqlite.is_empty(), "no migrations in migrations/sqlite");
+    assert_eq!(
+        sqlite,
+        postgres,
+        "migrations/sqlite and migrations/postgres must hold the same file names \
+         (only in sqlite: {:?}; only in postgres: {:?})",
+        sqlite.difference(&postgres).collect::<Vec<_>>(),
+        postgres.difference(&sqlite).collect::<Vec<_>>(),
+    );
+}
+
+// ==================================================================== fixtures
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn tenant(slug: &str) -> Tenant {
+    Tenant { id: new_id(), slug: slug.to_owned(), name: format!("Tenant {slug}"), created_at_ms: 1_700_000_000_000 }
+}
+
+fn user(t: &Tenant, email: &str, password: Option<&str>, console_role: &str, created_at_ms: i64) -> User {
+    User {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        email: email.to_owned(),
+        display_name: format!("User {email}"),
+        password_hash: password.map(|p| format!("$argon2id$v=19$m=19456,t=2,p=1${p}")),
+        console_role: console_role.to_owned(),
+        created_at_ms,
+    }
+}
+
+fn server(t: &Tenant, slug: &str) -> Server {
+    Server {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        slug: slug.to_owned(),
+        name: format!("Server {slug}"),
+        url: format!("https://{slug}.example.com/mcp"),
+        tools_json: "[]".to_owned(),
+        tools_fetched_at_ms: None,
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn role(t: &Tenant, slug: &str) -> Role {
+    Role {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        slug: slug.to_owned(),
+        description: format!("Role {slug}"),
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn virtual_server(t: &Tenant, slug: &str) -> VirtualServer {
+    VirtualServer {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        slug: slug.to_owned(),
+        name: format!("Virtual {slug}"),
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn token(u: &User, name: &str, created_at_ms: i64) -> ApiToken {
+    let id = new_id();
+    ApiToken {
+        tenant_id: u.tenant_id.clone(),
+        sha256: format!("{:0>64}", id.replace('-', "")),
+        prefix: format!("gh_{}", &id[..8]),
+        id,
+        user_id: u.id.clone(),
+        name: name.to_owned(),
+        created_at_ms,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+    }
+}
+
+/// An audit event; `full` fills every optional column.
+fn audit_event(t: &Tenant, time_ms: i64, full: bool) -> AuditRow {
+    let some = |s: &str| full.then(|| s.to_owned());
+    AuditRow {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        time_ms,
+        user_id: some("user-1"),
+        user_email: some("user@example.com"),
+        client_name: some("claude-code"),
+        client_version: some("1.2.3"),
+        session_id: some("session-1"),
+        virtual_server: "dev-tools".to_owned(),
+        upstream_server: some("search"),
+        method: "tools/call".to_owned(),
+        tool: some("search_docs"),
+        outcome: if full { "allowed" } else { "denied" }.to_owned(),
+        reason: some("granted by role dev"),
+        latency_us: 1234,
+        bundle_revision: some("abc123"),
+        received_at_ms: time_ms + 5,
+    }
+}
+
+fn bundle(t: &Tenant, group: &str, sequence: i64) -> BundleRow {
+    BundleRow {
+        tenant_id: t.id.clone(),
+        group_name: group.to_owned(),
+        sequence,
+        revision: format!("rev-{}-{group}-{sequence}", t.slug),
+        signed_json: format!(r#"{{"tenant":"{}","sequence":{sequence}}}"#, t.slug),
+        created_at_ms: 1_700_000_000_000 + sequence,
+    }
+}
+
+fn grant(r: &Role, s: &Server, tool: &str) -> Grant {
+    Grant { role_id: r.id.clone(), server_id: s.id.clone(), tool: tool.to_owned() }
+}
+
+/// The `(server_id, tool)` pairs `set_role_grants` takes.
+fn grant_set(pairs: &[(&Server, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(srv, tool)| (srv.id.clone(), (*tool).to_owned())).collect()
+}
+
+fn binding(r: &Role, u: &User) -> Binding {
+    Binding { role_id: r.id.clone(), user_id: u.id.clone() }
+}
+
+fn sorted_grants(mut v: Vec<Grant>) -> Vec<Grant> {
+    v.sort_by(|a, b| (&a.role_id, &a.server_id, &a.tool).cmp(&(&b.role_id, &b.server_id, &b.tool)));
+    v
+}
+
+fn sorted_bindings(mut v: Vec<Binding>) -> Vec<Binding> {
+    v.sort_by(|a, b| (&a.role_id, &a.user_id).cmp(&(&b.role_id, &b.user_id)));
+    v
+}
+
+#[track_caller]
+fn assert_conflict<T: Debug>(r: gatehouse_store::Result<T>, what: &str) {
+    match r {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{what}: expected StoreError::Conflict, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_missing_reference<T: Debug>(r: gatehouse_store::Result<T>, what: &str) {
+    match r {
+        Err(StoreError::MissingReference(_)) => {}
+        other => panic!("{what}: expected StoreError::MissingReference, got {other:?}"),
+    }
+}
+
+// ==================================================================== 1. tenants
+
+async fn tenants(s: &Store) {
+    let beta = tenant("beta");
+    let alpha = tenant("alpha");
+    let gamma = tenant("gamma");
+    for t in [&beta, &alpha, &gamma] {
+        s.create_tenant(t).await.unwrap();
+    }
+
+    assert_eq!(s.tenant_by_slug("beta").await.unwrap(), Some(beta.clone()));
+    assert_eq!(s.tenant_by_id(&gamma.id).await.unwrap(), Some(gamma.clone()));
+    assert_eq!(s.tenant_by_slug("delta").await.unwrap(), None);
+    assert_eq!(s.tenant_by_id(&new_id()).await.unwrap(), None);
+    // A slug is not an id, nor the other way round.
+    assert_eq!(s.tenant_by_id("beta").await.unwrap(), None);
+    assert_eq!(s.tenant_by_slug(&beta.id).await.unwrap(), None);
+
+    assert_eq!(s.list_tenants().await.unwrap(), vec![alpha.clone(), beta.clone(), gamma.clone()], "ordered by slug");
+
+    let mut dup = tenant("beta");
+    dup.name = "Another beta".into();
+    assert_conflict(s.create_tenant(&dup).await, "a second tenant with slug beta");
+    let mut same_id = tenant("epsilon");
+    same_id.id = alpha.id.clone();
+    assert_conflict(s.create_tenant(&same_id).await, "a second tenant with alpha's id");
+
+    assert_eq!(s.list_tenants().await.unwrap(), vec![alpha, beta.clone(), gamma], "failed inserts left no rows");
+    assert_eq!(s.tenant_by_slug("beta").await.unwrap(), Some(beta), "the original beta is untouched");
+}
+
+// ==================================================================== 2. users
+
+async fn users(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+
+    let carol = user(&a, "carol@example.com", Some("c"), ROLE_TENANT_ADMIN, 3_000);
+    let alice = user(&a, "alice@example.com", None, ROLE_MEMBER, 1_000);
+    let bob = user(&a, "bob@example.com", Some("b"), ROLE_PLATFORM_ADMIN, 2_000);
+    for u in [&carol, &alice, &bob] {
+        s.create_user(u).await.unwrap();
+    }
+
+    assert_eq!(s.list_users(&a.id).await.unwrap(), vec![alice.clone(), bob.clone(), carol.clone()], "ordered by email");
+    assert_eq!(s.user_by_id(&a.id, &bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(s.user_by_email(&a.id, "carol@example.com").await.unwrap(), Some(carol.clone()));
+    assert_eq!(s.user_by_email(&a.id, "alice@example.com").await.unwrap().unwrap().password_hash, None);
+    assert_eq!(s.user_by_id(&a.id, &new_id()).await.unwrap(), None);
+    assert_eq!(s.user_by_email(&a.id, "nobody@example.com").await.unwrap(), None);
+
+    // E-mails are unique per tenant, not globally.
+    let alice_again = user(&a, "alice@example.com", Some("x"), ROLE_MEMBER, 4_000);
+    assert_conflict(s.create_user(&alice_again).await, "a second alice@ in tenant a");
+    let alice_b = user(&b, "alice@example.com", Some("a2"), ROLE_MEMBER, 5_000);
+    s.create_user(&alice_b).await.expect("the same e-mail in another tenant is allowed");
+    let carol_b = user(&b, "carol@example.com", Some("c2"), ROLE_MEMBER, 500);
+    s.create_user(&carol_b).await.unwrap();
+    assert_eq!(s.list_users(&a.id).await.unwrap(), vec![alice.clone(), bob.clone(), carol.clone()]);
+    assert_eq!(s.list_users(&b.id).await.unwrap(), vec![alice_b.clone(), carol_b.clone()]);
+
+    // Sign-in candidates: every tenant, only users with a password, oldest first.
+    assert_eq!(s.sign_in_candidates("alice@example.com").await.unwrap(), vec![alice_b], "a's alice has no password");
+    assert_eq!(s.sign_in_candidates("carol@example.com").await.unwrap(), vec![carol_b, carol]);
+    assert_eq!(s.sign_in_candidates("bob@example.com").await.unwrap(), vec![bob]);
+    assert_eq!(s.sign_in_candidates("nobody@example.com").await.unwrap(), vec![]);
+
+    assert_eq!(s.count_platform_admins().await.unwrap(), 1);
+    s.create_user(&user(&b, "root@example.com", Some("r"), ROLE_PLATFORM_ADMIN, 6_000)).await.unwrap();
+    assert_eq!(s.count_platform_admins().await.unwrap(), 2, "platform admins are counted across tenants");
+
+    // A user must belong to an existing tenant.
+    let ghost = Tenant { id: new_id(), ..tenant("ghost") };
+    assert_missing_reference(
+        s.create_user(&user(&ghost, "g@example.com", None, ROLE_MEMBER, 1)).await,
+        "a user of a tenant that does not exist",
+    );
+}
+
+// ==================================================================== 3. servers
+
+async fn servers(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+
+    let search = server(&a, "search");
+    let files = server(&a, "files");
+    let b_search = server(&b, "search");
+    for srv in [&search, &files, &b_search] {
+        s.create_server(srv).await.unwrap();
+    }
+
+    assert_eq!(s.list_servers(&a.id).await.unwrap(), vec![files.clone(), search.clone()], "ordered by slug");
+    assert_eq!(s.server_by_slug(&a.id, "search").await.unwrap(), Some(search.clone()));
+    assert_eq!(s.server_by_slug(&b.id, "search").await.unwrap(), Some(b_search.clone()));
+    assert_eq!(s.server_by_slug(&a.id, "mail").await.unwrap(), None);
+    assert_conflict(s.create_server(&server(&a, "files")).await, "a second server slug files in tenant a");
+
+    let tools = r#"[{"name":"search_docs","inputSchema":{"type":"object"}}]"#;
+    assert!(s.update_server_tools(&a.id, &search.id, tools, 1_700_000_001_000).await.unwrap());
+    let updated = s.server_by_slug(&a.id, "search").await.unwrap().unwrap();
+    assert_eq!(updated, Server { tools_json: tools.into(), tools_fetched_at_ms: Some(1_700_000_001_000), ..search });
+    assert_eq!(s.server_by_slug(&a.id, "files").await.unwrap(), Some(files), "only the named server changed");
+
+    // Another tenant's server is out of reach.
+    assert!(!s.update_server_tools(&a.id, &b_search.id, "[\"hijacked\"]", 9).await.unwrap());
+    assert_eq!(s.server_by_slug(&b.id, "search").await.unwrap(), Some(b_search), "b's server is unchanged");
+    assert!(!s.update_server_tools(&a.id, &new_id(), "[]", 9).await.unwrap(), "no such server");
+}
+
+// ==================================================================== 4. roles, grants, bindings
+
+async fn roles_grants_bindings(s: &Store) {
+    let a = tenant("a");
+    s.create_tenant(&a).await.unwrap();
+    let ops = role(&a, "ops");
+    let dev = role(&a, "dev");
+    s.create_role(&ops).await.unwrap();
+    s.create_role(&dev).await.unwrap();
+    assert_eq!(s.list_roles(&a.id).await.unwrap(), vec![dev.clone(), ops.clone()], "ordered by slug");
+    assert_eq!(s.role_by_slug(&a.id, "ops").await.unwrap(), Some(ops.clone()));
+    assert_eq!(s.role_by_slug(&a.id, "qa").await.unwrap(), None);
+    assert_conflict(s.create_role(&role(&a, "dev")).await, "a second role slug dev");
+
+    let s1 = server(&a, "s1");
+    let s2 = server(&a, "s2");
+    s.create_server(&s1).await.unwrap();
+    s.create_server(&s2).await.unwrap();
+    let u1 = user(&a, "u1@example.com", None, ROLE_MEMBER, 1);
+    let u2 = user(&a, "u2@example.com", None, ROLE_MEMBER, 2);
+    s.create_user(&u1).await.unwrap();
+    s.create_user(&u2).await.unwrap();
+
+    // Grants: set replaces the role's whole set, and only that role's.
+    s.set_role_grants(&a.id, &ops.id, &grant_set(&[(&s1, "read")])).await.unwrap();
+    s.set_role_grants(&a.id, &dev.id, &grant_set(&[(&s2, "read"), (&s1, "*")])).await.unwrap();
+    assert_eq!(
+        s.list_grants(&a.id).await.unwrap(),
+        sorted_grants(vec![grant(&ops, &s1, "read"), grant(&dev, &s1, "*"), grant(&dev, &s2, "read")])
+    );
+    s.set_role_grants(&a.id, &dev.id, &grant_set(&[(&s2, "write")])).await.unwrap();
+    assert_eq!(
+        s.list_grants(&a.id).await.unwrap(),
+        sorted_grants(vec![grant(&ops, &s1, "read"), grant(&dev, &s2, "write")]),
+        "dev's old grants are gone, ops' are untouched"
+    );
+
+    // Atomic: a failing grant leaves the previous set in place (the delete is rolled back too).
+    let before = s.list_grants(&a.id).await.unwrap();
+    assert_missing_reference(
+        s.set_role_grants(&a.id, &dev.id, &[(s1.id.clone(), "x".into()), (new_id(), "y".into())]).await,
+        "a grant on a server that does not exist",
+    );
+    assert_eq!(s.list_grants(&a.id).await.unwrap(), before, "the failed set_role_grants changed nothing");
+    assert_conflict(
+        s.set_role_grants(&a.id, &dev.id, &[(s1.id.clone(), "x".into()), (s1.id.clone(), "x".into())]).await,
+        "the same grant twice",
+    );
+    assert_eq!(s.list_grants(&a.id).await.unwrap(), before, "the failed set_role_grants changed nothing");
+    assert_missing_reference(
+        s.set_role_grants(&a.id, &new_id(), &[(s1.id.clone(), "*".into())]).await,
+        "grants of a role that does not exist",
+    );
+
+    s.set_role_grants(&a.id, &dev.id, &[]).await.unwrap();
+    assert_eq!(s.list_grants(&a.id).await.unwrap(), vec![grant(&ops, &s1, "read")], "an empty set clears dev");
+
+    // Bindings: idempotent bind, unbind says whether there was something.
+    s.bind_role(&a.id, &dev.id, &u1.id).await.unwrap();
+    s.bind_role(&a.id, &dev.id, &u1.id).await.expect("binding twice is fine");
+    assert_eq!(s.list_bindings(&a.id).await.unwrap(), vec![binding(&dev, &u1)], "bound once");
+    s.bind_role(&a.id, &ops.id, &u1.id).await.unwrap();
+    s.bind_role(&a.id, &dev.id, &u2.id).await.unwrap();
+    assert_eq!(
+        s.list_bindings(&a.id).await.unwrap(),
+        sorted_bindings(vec![binding(&dev, &u1), binding(&ops, &u1), binding(&dev, &u2)])
+    );
+    assert!(s.unbind_role(&a.id, &dev.id, &u1.id).await.unwrap());
+    assert!(!s.unbind_role(&a.id, &dev.id, &u1.id).await.unwrap(), "already unbound");
+    assert!(!s.unbind_role(&a.id, &ops.id, &u2.id).await.unwrap(), "never bound");
+    assert_eq!(s.list_bindings(&a.id).await.unwrap(), sorted_bindings(vec![binding(&ops, &u1), binding(&dev, &u2)]));
+    assert_missing_reference(s.bind_role(&a.id, &dev.id, &new_id()).await, "binding a user that does not exist");
+    assert_missing_reference(s.bind_role(&a.id, &new_id(), &u1.id).await, "binding a role that does not exist");
+}
+
+// ==================================================================== 5. virtual servers
+
+async fn virtual_servers(s: &Store) {
+    let a = tenant("a");
+    s.create_tenant(&a).await.unwrap();
+    let s1 = server(&a, "s1");
+    let s2 = server(&a, "s2");
+    let s3 = server(&a, "s3");
+    for srv in [&s1, &s2, &s3] {
+        s.create_server(srv).await.unwrap();
+    }
+
+    let tools = virtual_server(&a, "tools");
+    s.create_virtual_server(&tools, &[s3.id.clone(), s1.id.clone(), s2.id.clone()]).await.unwrap();
+    let docs = virtual_server(&a, "docs");
+    s.create_virtual_server(&docs, std::slice::from_ref(&s2.id)).await.unwrap();
+    let empty = virtual_server(&a, "empty");
+    s.create_virtual_server(&empty, &[]).await.unwrap();
+
+    assert_eq!(s.list_virtual_servers(&a.id).await.unwrap(), vec![docs.clone(), empty.clone(), tools.clone()]);
+    let up = |vs: &VirtualServer, srv: &Server, position: i64| VirtualServerUpstream {
+        virtual_server_id: vs.id.clone(),
+        server_id: srv.id.clone(),
+        position,
+    };
+    let upstreams = s.list_virtual_server_upstreams(&a.id).await.unwrap();
+    let of =
+        |vs: &VirtualServer| upstreams.iter().filter(|u| u.virtual_server_id == vs.id).cloned().collect::<Vec<_>>();
+    assert_eq!(of(&tools), vec![up(&tools, &s3, 0), up(&tools, &s1, 1), up(&tools, &s2, 2)], "in position order");
+    assert_eq!(of(&docs), vec![up(&docs, &s2, 0)]);
+    assert_eq!(upstreams.len(), 4, "no other links: {upstreams:?}");
+    let mut by_vs = upstreams.clone();
+    by_vs.sort_by(|x, y| (&x.virtual_server_id, x.position).cmp(&(&y.virtual_server_id, y.position)));
+    assert_eq!(upstreams, by_vs, "ordered by virtual server, then position");
+
+    assert_conflict(s.create_virtual_server(&virtual_server(&a, "docs"), &[]).await, "a second slug docs");
+
+    // A missing upstream fails the whole creation: no virtual server row is left behind.
+    let broken = virtual_server(&a, "broken");
+    assert_missing_reference(
+        s.create_virtual_server(&broken, &[s1.id.clone(), new_id()]).await,
+        "a virtual server over a server that does not exist",
+    );
+    assert_eq!(s.list_virtual_servers(&a.id).await.unwrap(), vec![docs, empty, tools], "no `broken` row");
+    assert_eq!(s.list_virtual_server_upstreams(&a.id).await.unwrap(), upstreams, "no link of `broken`");
+    // And the same virtual server can then be created for real (its id and slug are free).
+    s.create_virtual_server(&broken, std::slice::from_ref(&s1.id)).await.expect("the rolled-back id and slug are free");
+    let upstreams = s.list_virtual_server_upstreams(&a.id).await.unwrap();
+    assert_eq!(upstreams.iter().filter(|u| u.virtual_server_id == broken.id).count(), 1);
+}
+
+// ==================================================================== 6. tokens
+
+async fn tokens(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let u = user(&a, "u@example.com", None, ROLE_MEMBER, 1);
+    s.create_user(&u).await.unwrap();
+
+    let t1 = token(&u, "laptop", 1_000);
+    let t2 = ApiToken { expires_at_ms: Some(9_000_000), ..token(&u, "ci", 3_000) };
+    let t3 = token(&u, "script", 2_000);
+    for t in [&t1, &t2, &t3] {
+        s.create_token(t).await.unwrap();
+    }
+    assert_eq!(s.list_tokens(&a.id).await.unwrap(), vec![t2.clone(), t3.clone(), t1.clone()], "newest first");
+    assert_eq!(s.token_by_hash(&t2.sha256).await.unwrap(), Some(t2.clone()));
+    assert_eq!(s.token_by_hash(&"0".repeat(64)).await.unwrap(), None);
+
+    let dup = ApiToken { sha256: t1.sha256.clone(), ..token(&u, "copy", 4_000) };
+    assert_conflict(s.create_token(&dup).await, "a second token with the same hash");
+
+    // Another tenant's id revokes nothing.
+    assert!(!s.revoke_token(&b.id, &t1.id, 5_000).await.unwrap());
+    assert_eq!(s.token_by_hash(&t1.sha256).await.unwrap(), Some(t1.clone()), "still active");
+
+    assert!(s.revoke_token(&a.id, &t1.id, 5_000).await.unwrap());
+    assert!(!s.revoke_token(&a.id, &t1.id, 6_000).await.unwrap(), "already revoked");
+    assert_eq!(s.token_by_hash(&t1.sha256).await.unwrap(), None, "a revoked token does not authenticate");
+    assert!(!s.revoke_token(&a.id, &new_id(), 6_000).await.unwrap(), "no such token");
+    assert_eq!(
+        s.list_tokens(&a.id).await.unwrap(),
+        vec![t2.clone(), t3.clone(), ApiToken { revoked_at_ms: Some(5_000), ..t1 }],
+        "revoked tokens stay listed, with the first revocation time"
+    );
+    assert_eq!(s.token_by_hash(&t3.sha256).await.unwrap(), Some(t3), "the others still work");
+
+    let born_revoked = ApiToken { revoked_at_ms: Some(1), ..token(&u, "old", 500) };
+    s.create_token(&born_revoked).await.unwrap();
+    assert_eq!(s.token_by_hash(&born_revoked.sha256).await.unwrap(), None);
+    assert_missing_reference(
+        s.create_token(&ApiToken { user_id: new_id(), ..token(&u, "orphan", 1) }).await,
+        "a token of a user that does not exist",
+    );
+}
+
+// ==================================================================== 7. audit
+
+async fn audit(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+
+    // Five events of a (every other one with all optional fields), interleaved with b's.
+    let events: Vec<AuditRow> = (1..=5).map(|i| audit_event(&a, i * 1_000, i % 2 == 1)).collect();
+    let b_events: Vec<AuditRow> = (1..=5).map(|i| audit_event(&b, i * 1_000 + 500, true)).collect();
+
+    assert_eq!(s.insert_audit_events(&[]).await.unwrap(), 0);
+    assert_eq!(s.insert_audit_events(&events).await.unwrap(), 5);
+    assert_eq!(s.insert_audit_events(&events).await.unwrap(), 0, "a retried batch adds nothing");
+    assert_eq!(s.insert_audit_events(&b_events).await.unwrap(), 5);
+    let late = audit_event(&a, 6_000, true);
+    assert_eq!(s.insert_audit_events(&[events[0].clone(), late.clone(), events[4].clone()]).await.unwrap(), 1);
+
+    let mut newest_first: Vec<AuditRow> = events.iter().cloned().chain([late.clone()]).collect();
+    newest_first.reverse();
+    assert_eq!(s.list_audit(&a.id, 100, None).await.unwrap(), newest_first, "every event of a, newest first");
+    assert_eq!(s.list_audit(&a.id, 2, None).await.unwrap(), newest_first[..2].to_vec(), "at most `limit`");
+    assert_eq!(s.list_audit(&a.id, 0, None).await.unwrap(), vec![]);
+    assert_eq!(
+        s.list_audit(&a.id, 100, Some(3_000)).await.unwrap(),
+        vec![events[1].clone(), events[0].clone()],
+        "strictly older than before_ms"
+    );
+    assert_eq!(s.list_audit(&a.id, 1, Some(3_001)).await.unwrap(), vec![events[2].clone()], "limit and before_ms");
+    assert_eq!(s.list_audit(&a.id, 100, Some(1_000)).await.unwrap(), vec![]);
+
+    let mut b_newest: Vec<AuditRow> = b_events.clone();
+    b_newest.reverse();
+    assert_eq!(s.list_audit(&b.id, 100, None).await.unwrap(), b_newest);
+}
+
+// ==================================================================== 8. bundles
+
+async fn bundles(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    let c = tenant("c");
+    for t in [&a, &b, &c] {
+        s.create_tenant(t).await.unwrap();
+    }
+    // Inserted out of order, so the newest is not simply the last inserted.
+    let a1 = bundle(&a, "default", 1);
+    let a3 = bundle(&a, "default", 3);
+    let a2 = bundle(&a, "default", 2);
+    let a_canary = bundle(&a, "canary", 9);
+    let b5 = bundle(&b, "default", 5);
+    let b1 = bundle(&b, "default", 1);
+    let c_canary = bundle(&c, "canary", 4);
+    for row in [&a1, &a3, &a2, &a_canary, &b5, &b1, &c_canary] {
+        s.insert_bundle(row).await.unwrap();
+    }
+
+    assert_eq!(s.latest_bundle(&a.id, "default").await.unwrap(), Some(a3.clone()));
+    assert_eq!(s.latest_bundle(&a.id, "canary").await.unwrap(), Some(a_canary.clone()));
+    assert_eq!(s.latest_bundle(&b.id, "default").await.unwrap(), Some(b5.clone()));
+    assert_eq!(s.latest_bundle(&c.id, "default").await.unwrap(), None);
+    assert_eq!(s.latest_bundle(&a.id, "nope").await.unwrap(), None);
+
+    let by_tenant = |mut v: Vec<BundleRow>| {
+        v.sort_by(|x, y| x.tenant_id.cmp(&y.tenant_id));
+        v
+    };
+    assert_eq!(s.latest_bundles_for_group("default").await.unwrap(), by_tenant(vec![a3.clone(), b5.clone()]));
+    assert_eq!(s.latest_bundles_for_group("canary").await.unwrap(), by_tenant(vec![a_canary, c_canary]));
+    assert_eq!(s.latest_bundles_for_group("nope").await.unwrap(), vec![]);
+
+    let mut dup = bundle(&a, "default", 2);
+    dup.revision = "another revision".into();
+    assert_conflict(s.insert_bundle(&dup).await, "a second bundle (a, default, 2)");
+    assert_eq!(s.latest_bundle(&a.id, "default").await.unwrap(), Some(a3.clone()));
+
+    let a4 = bundle(&a, "default", 4);
+    s.insert_bundle(&a4).await.unwrap();
+    assert_eq!(s.latest_bundles_for_group("default").await.unwrap(), by_tenant(vec![a4, b5]));
+}
+
+// ==================================================================== 9. tenant isolation
+
+/// Everything a tenant can hold. Objects named `shared` have the same slug / e-mail in every
+/// tenant; those named after the tenant exist only there.
+struct Holdings {
+    tenant: Tenant,
+    users: Vec<User>,
+    servers: Vec<Server>,
+    roles: Vec<Role>,
+    grants: Vec<Grant>,
+    bindings: Vec<Binding>,
+    virtual_servers: Vec<VirtualServer>,
+    upstreams: Vec<VirtualServerUpstream>,
+    tokens: Vec<ApiToken>,
+    audit: Vec<AuditRow>,
+    bundle: BundleRow,
+}
+
+async fn populate(s: &Store, slug: &str, time_offset: i64) -> Holdings {
+    let t = tenant(slug);
+    s.create_tenant(&t).await.unwrap();
+    let users = vec![
+        user(&t, "shared@example.com", Some("p"), ROLE_TENANT_ADMIN, 1 + time_offset),
+        user(&t, &format!("{slug}-only@example.com"), Some("p"), ROLE_MEMBER, 2 + time_offset),
+    ];
+    let servers = vec![server(&t, "shared"), server(&t, &format!("{slug}-only"))];
+    let roles = vec![role(&t, "shared"), role(&t, &format!("{slug}-only"))];
+    let virtual_servers = vec![virtual_server(&t, "shared"), virtual_server(&t, &format!("{slug}-only"))];
+    for u in &users {
+        s.create_user(u).await.unwrap();
+    }
+    for srv in &servers {
+        s.create_server(srv).await.unwrap();
+    }
+    let mut grants = vec![];
+    let mut bindings = vec![];
+    for r in &roles {
+        s.create_role(r).await.unwrap();
+        s.set_role_grants(&t.id, &r.id, &grant_set(&[(&servers[0], "*"), (&servers[1], "read")])).await.unwrap();
+        grants.extend([grant(r, &servers[0], "*"), grant(r, &servers[1], "read")]);
+        for u in &users {
+            s.bind_role(&t.id, &r.id, &u.id).await.unwrap();
+            bindings.push(binding(r, u));
+        }
+    }
+    let mut upstreams = vec![];
+    for vs in &virtual_servers {
+        s.create_virtual_server(vs, &[servers[1].id.clone(), servers[0].id.clone()]).await.unwrap();
+        upstreams.extend([
+            VirtualServerUpstream { virtual_server_id: vs.id.clone(), server_id: servers[1].id.clone(), position: 0 },
+            VirtualServerUpstream { virtual_server_id: vs.id.clone(), server_id: servers[0].id.clone(), position: 1 },
+        ]);
+    }
+    let tokens: Vec<ApiToken> = users.iter().map(|u| token(u, "token", 10 + time_offset)).collect();
+    for tok in &tokens {
+        s.create_token(tok).await.unwrap();
+    }
+    let audit: Vec<AuditRow> = (1..=3).map(|i| audit_event(&t, i * 1_000 + time_offset, true)).collect();
+    assert_eq!(s.insert_audit_events(&audit).await.unwrap(), 3);
+    let bundle = bundle(&t, "default", 1 + time_offset);
+    s.insert_bundle(&bundle).await.unwrap();
+    Holdings { tenant: t, users, servers, roles, grants, bindings, virtual_servers, upstreams, tokens, audit, bundle }
+}
+
+fn ids<T>(rows: &[T], id: impl Fn(&T) -> &str) -> BTreeSet<String> {
+    rows.iter().map(|r| id(r).to_owned()).collect()
+}
+
+/// What every list / lookup of tenant `mine` returns is exactly its own holdings, and none of
+/// `theirs`.
+async fn assert_sees_only_its_own(s: &Store, mine: &Holdings, theirs: &Holdings) {
+    let t = &mine.tenant.id;
+    let name = &mine.tenant.slug;
+
+    assert_eq!(ids(&s.list_users(t).await.unwrap(), |u| &u.id), ids(&mine.users, |u| &u.id), "{name}: list_users");
+    assert_eq!(
+        ids(&s.list_servers(t).await.unwrap(), |x| &x.id),
+        ids(&mine.servers, |x| &x.id),
+        "{name}: list_servers"
+    );
+    assert_eq!(ids(&s.list_roles(t).await.unwrap(), |x| &x.id), ids(&mine.roles, |x| &x.id), "{name}: list_roles");
+    assert_eq!(s.list_grants(t).await.unwrap(), sorted_grants(mine.grants.clone()), "{name}: list_grants");
+    assert_eq!(s.list_bindings(t).await.unwrap(), sorted_bindings(mine.bindings.clone()), "{name}: list_bindings");
+    assert_eq!(
+        ids(&s.list_virtual_servers(t).await.unwrap(), |x| &x.id),
+        ids(&mine.virtual_servers, |x| &x.id),
+        "{name}: list_virtual_servers"
+    );
+    assert_eq!(
+        sorted_upstreams(s.list_virtual_server_upstreams(t).await.unwrap()),
+        sorted_upstreams(mine.upstreams.clone()),
+        "{name}: list_virtual_server_upstreams"
+    );
+    assert_eq!(ids(&s.list_tokens(t).await.unwrap(), |x| &x.id), ids(&mine.tokens, |x| &x.id), "{name}: list_tokens");
+    assert_eq!(
+        ids(&s.list_audit(t, 1_000, None).await.unwrap(), |x| &x.id),
+        ids(&mine.audit, |x| &x.id),
+        "{name}: list_audit"
+    );
+    assert_eq!(s.latest_bundle(t, "default").await.unwrap(), Some(mine.bundle.clone()), "{name}: latest_bundle");
+
+    // Shared slugs and e-mails resolve to this tenant's object.
+    assert_eq!(s.user_by_email(t, "shared@example.com").await.unwrap().as_ref(), Some(&mine.users[0]));
+    assert_eq!(s.server_by_slug(t, "shared").await.unwrap().as_ref(), Some(&mine.servers[0]));
+    assert_eq!(s.role_by_slug(t, "shared").await.unwrap().as_ref(), Some(&mine.roles[0]));
+
+    // The other tenant's objects are not found with this tenant's id.
+    let other = &theirs.tenant.slug;
+    for u in &theirs.users {
+        assert_eq!(s.user_by_id(t, &u.id).await.unwrap(), None, "{name}: user_by_id of {other}'s {}", u.email);
+    }
+    assert_eq!(s.user_by_email(t, &format!("{other}-only@example.com")).await.unwrap(), None);
+    assert_eq!(s.server_by_slug(t, &format!("{other}-only")).await.unwrap(), None);
+    assert_eq!(s.role_by_slug(t, &format!("{other}-only")).await.unwrap(), None);
+}
+
+fn sorted_upstreams(mut v: Vec<VirtualServerUpstream>) -> Vec<VirtualServerUpstream> {
+    v.sort_by(|x, y| (&x.virtual_server_id, x.position).cmp(&(&y.virtual_server_id, y.position)));
+    v
+}
+
+async fn tenant_isolation(s: &Store) {
+    let a = populate(s, "a", 0).await;
+    let b = populate(s, "b", 100).await;
+
+    assert_sees_only_its_own(s, &a, &b).await;
+    assert_sees_only_its_own(s, &b, &a).await;
+
+    // Writes with a's id never touch b's rows.
+    assert!(!s.update_server_tools(&a.tenant.id, &b.servers[0].id, "[\"x\"]", 1).await.unwrap());
+    assert!(!s.revoke_token(&a.tenant.id, &b.tokens[0].id, 1).await.unwrap());
+    assert!(!s.unbind_role(&a.tenant.id, &b.roles[0].id, &b.users[0].id).await.unwrap());
+    s.set_role_grants(&a.tenant.id, &b.roles[0].id, &[]).await.unwrap();
+    assert_eq!(s.server_by_slug(&b.tenant.id, "shared").await.unwrap().as_ref(), Some(&b.servers[0]));
+    assert_eq!(s.token_by_hash(&b.tokens[0].sha256).await.unwrap().as_ref(), Some(&b.tokens[0]));
+    assert_sees_only_its_own(s, &b, &a).await;
+    assert_sees_only_its_own(s, &a, &b).await;
+
+    // The one cross-tenant read finds both (it is how sign-in picks a tenant).
+    let candidates = s.sign_in_candidates("shared@example.com").await.unwrap();
+    assert_eq!(candidates, vec![a.users[0].clone(), b.users[0].clone()]);
+    // A tenant with nothing sees nothing.
+    let empty = tenant("empty");
+    s.create_tenant(&empty).await.unwrap();
+    assert_eq!(s.list_users(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_servers(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_roles(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_grants(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_bindings(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_virtual_servers(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_virtual_server_upstreams(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_tokens(&empty.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_audit(&empty.id, 1_000, None).await.unwrap(), vec![]);
+    assert_eq!(s.latest_bundle(&empty.id, "default").await.unwrap(), None);
+}
+
+/// A tenant's rows can only point at objects of the same tenant: a grant, binding, virtual-server
+/// upstream or token naming another tenant's role, server or user is refused like a missing one.
+async fn cross_tenant_references(s: &Store) {
+    let a = populate(s, "a", 0).await;
+    let b = populate(s, "b", 100).await;
+    let ta = &a.tenant.id;
+
+    assert_missing_reference(
+        s.set_role_grants(ta, &a.roles[0].id, &[(b.servers[0].id.clone(), "*".into())]).await,
+        "a's role granted b's server",
+    );
+    assert_missing_reference(
+        s.set_role_grants(ta, &b.roles[0].id, &[(a.servers[0].id.clone(), "*".into())]).await,
+        "grants under a's id for b's role",
+    );
+    assert_missing_reference(s.bind_role(ta, &a.roles[0].id, &b.users[0].id).await, "b's user bound to a's role");
+    assert_missing_reference(s.bind_role(ta, &b.roles[0].id, &a.users[0].id).await, "a's user bound to b's role");
+    let vs = virtual_server(&a.tenant, "sneaky");
+    assert_missing_reference(
+        s.create_virtual_server(&vs, &[a.servers[0].id.clone(), b.servers[0].id.clone()]).await,
+        "a's virtual server over b's server",
+    );
+    assert_eq!(s.list_virtual_servers(ta).await.unwrap().len(), a.virtual_servers.len(), "no `sneaky` row");
+    let mut tok = token(&a.users[0], "sneaky", 1);
+    tok.user_id = b.users[0].id.clone();
+    assert_missing_reference(s.create_token(&tok).await, "a token in a for b's user");
+
+    assert_sees_only_its_own(s, &a, &b).await;
+    assert_sees_only_its_own(s, &b, &a).await;
+}
+
+// ==================================================================== 10. console sessions
+
+fn record(data: &[(&str, serde_json::Value)], expires_in: time::Duration) -> Record {
+    Record {
+        id: Id::default(),
+        data: data.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<HashMap<_, _>>(),
+        expiry_date: time::OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
+async fn console_sessions(s: &Store) {
+    let hour = time::Duration::hours(1);
+    let mut rec = record(&[("user", serde_json::json!({"tenant": "a", "id": "u1"}))], hour);
+    s.create(&mut rec).await.unwrap();
+    assert_eq!(s.load(&rec.id).await.unwrap(), Some(rec.clone()), "created, then loaded back intact");
+    assert_eq!(s.load(&Id::default()).await.unwrap(), None, "an unknown id");
+
+    // create never overwrites: on an id collision it picks a new id.
+    let mut clash = record(&[("user", serde_json::json!("intruder"))], hour);
+    clash.id = rec.id;
+    s.create(&mut clash).await.unwrap();
+    assert_ne!(clash.id, rec.id, "create chose another id");
+    assert_eq!(s.load(&rec.id).await.unwrap(), Some(rec.clone()), "the first session is untouched");
+    assert_eq!(s.load(&clash.id).await.unwrap(), Some(clash.clone()));
+
+    // save updates data and expiry.
+    rec.data.insert("csrf".into(), serde_json::json!("token-1"));
+    rec.expiry_date += hour;
+    s.save(&rec).await.unwrap();
+    assert_eq!(s.load(&rec.id).await.unwrap(), Some(rec.clone()), "saved changes are loaded");
+    // save of a record never created stores it.
+    let fresh = record(&[("n", serde_json::json!(1))], hour);
+    s.save(&fresh).await.unwrap();
+    assert_eq!(s.load(&fresh.id).await.unwrap(), Some(fresh.clone()));
+
+    // An expired record is not loaded, even though it is still stored.
+    let mut expired = record(&[("old", serde_json::json!(true))], -hour);
+    s.create(&mut expired).await.unwrap();
+    assert_eq!(s.load(&expired.id).await.unwrap(), None, "expired");
+    let mut stale = fresh.clone();
+    stale.expiry_date = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    s.save(&stale).await.unwrap();
+    assert_eq!(s.load(&fresh.id).await.unwrap(), None, "expired by a save");
+
+    // delete.
+    s.delete(&clash.id).await.unwrap();
+    assert_eq!(s.load(&clash.id).await.unwrap(), None, "deleted");
+    s.delete(&clash.id).await.expect("deleting twice is fine");
+    s.delete(&Id::default()).await.expect("deleting an unknown id is fine");
+
+    // delete_expired_sessions removes exactly the two expired records.
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    assert_eq!(s.delete_expired_sessions(now_ms).await.unwrap(), 2);
+    assert_eq!(s.delete_expired_sessions(now_ms).await.unwrap(), 0);
+    assert_eq!(s.load(&rec.id).await.unwrap(), Some(rec.clone()), "the live session survives");
+    // Once the clock passes its expiry, it goes too.
+    let later_ms = now_ms + 3 * 3_600_000;
+    assert_eq!(s.delete_expired_sessions(later_ms).await.unwrap(), 1);
+    // It is gone from the table, not just filtered: saving it again with a future expiry is a
+    // fresh insert whose data is what we save now.
+    let mut back = rec.clone();
+    back.data.clear();
+    s.save(&back).await.unwrap();
+    assert_eq!(s.load(&rec.id).await.unwrap(), Some(back));
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+    assert_eq!(
+        with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:1/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
+    assert_eq!(with_database("postgres://h?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+}
