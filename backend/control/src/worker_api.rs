@@ -24,7 +24,7 @@ use crate::{ControlPlane, now_ms};
 const MAX_WAIT_SECS: u64 = 60;
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
 
-fn worker_authorized(control: &ControlPlane, headers: &HeaderMap) -> Result<(), Response> {
+fn worker_authorized(control: &ControlPlane, headers: &HeaderMap) -> Result<(), GatehouseError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -35,7 +35,7 @@ fn worker_authorized(control: &ControlPlane, headers: &HeaderMap) -> Result<(), 
     if ok && !presented.is_empty() {
         Ok(())
     } else {
-        Err(error_response(&GatehouseError::new(ErrorCode::Unauthenticated, "worker token missing or wrong")))
+        Err(GatehouseError::new(ErrorCode::Unauthenticated, "worker token missing or wrong"))
     }
 }
 
@@ -56,8 +56,8 @@ async fn bundles(
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = worker_authorized(&control, &headers) {
-        return r;
+    if let Err(e) = worker_authorized(&control, &headers) {
+        return error_response(&e);
     }
     let b = control.services().bundles();
     if group != b.group() {
@@ -91,8 +91,8 @@ struct AuditBatch {
 }
 
 async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Json<AuditBatch>) -> Response {
-    if let Err(r) = worker_authorized(&control, &headers) {
-        return r;
+    if let Err(e) = worker_authorized(&control, &headers) {
+        return error_response(&e);
     }
     let events = body.0.events;
     if events.len() > MAX_EVENTS_PER_BATCH {
