@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
 const ADMIN_EMAIL: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
@@ -341,24 +342,43 @@ async fn walking_skeleton_end_to_end() {
     assert!(events.iter().any(|e| e["method"] == "tools/list" && e["outcome"] == "allowed"));
     assert!(events.iter().any(|e| e["outcome"] == "denied" && e["user"].is_null()), "the 401s are audited too");
 
-    // Step 5: grant another tool; the same kind of client sees it without any restart.
+    // Step 5: grant another tool while a client session stays open; that same session sees the
+    // tool and can call it, without any restart.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let steps = json!([["list"], ["mark"], ["list_until", "get-sum", 15], ["call", "get-sum", { "a": 1, "b": 2 }]]);
+    let mut child = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(&endpoint)
+        .arg(&secret)
+        .arg(steps.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the Python MCP client hung")
+            .unwrap()
+            .expect("the Python MCP client ended early");
+        serde_json::from_str(&line).unwrap()
+    };
+    let before = next_line().await;
+    assert_eq!(tool_names(&before["results"][0]), vec!["echo"]);
     admin
         .ok(
             SET_GRANTS,
             json!({ "g": [{ "server": "everything", "tool": "echo" }, { "server": "everything", "tool": "get-sum" }] }),
         )
         .await;
-    let changed_at = Instant::now();
-    let after = loop {
-        let out = mcp_client(&endpoint, &secret, json!([["list"], ["call", "get-sum", { "a": 1, "b": 2 }]])).await;
-        if tool_names(&out["results"][0]).contains(&"get-sum".to_owned()) {
-            break out;
-        }
-        assert!(changed_at.elapsed() < Duration::from_secs(15), "the policy change never reached the worker: {out}");
-    };
-    eprintln!("policy change visible to a new client after {:?}", changed_at.elapsed());
-    assert_eq!(tool_names(&after["results"][0]), vec!["echo", "get-sum"]);
-    let sum = after["results"][1]["content"][0]["text"].as_str().unwrap_or_default();
+    let after = next_line().await;
+    assert!(child.wait().await.unwrap().success());
+    let seen = &after["results"][2];
+    eprintln!("policy change visible in the open session after {} s", seen["seconds"]);
+    assert_eq!(tool_names(seen), vec!["echo", "get-sum"], "the open session sees the new grant: {after}");
+    assert!(seen["seconds"].as_f64().unwrap() < 15.0);
+    let sum = after["results"][3]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(sum.contains('3'), "get-sum now reaches the upstream: {after}");
 
     // Tenants never see each other.

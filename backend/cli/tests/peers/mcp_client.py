@@ -1,7 +1,9 @@
 """A real MCP client (the official Python SDK) driven by Gatehouse's end-to-end tests.
 
 Usage: mcp_client.py URL TOKEN STEPS_JSON
-STEPS_JSON is a list of steps: ["list"] or ["call", NAME, ARGS]. Prints one JSON object:
+STEPS_JSON is a list of steps: ["list"], ["call", NAME, ARGS], ["mark"] (prints the results so far as
+one JSON line and flushes, so a test can act while this session stays open), or
+["list_until", NAME, SECONDS] (lists tools in the same session until NAME appears). Prints one JSON object:
 {"protocolVersion": ..., "serverInfo": ..., "results": [...]}, one result per step:
 {"tools": [names]} | {"content": [...], "isError": bool} | {"error": {"code", "message", "data"}}.
 Exit code 0 when the session worked (a refused call is a result, not a failure).
@@ -32,6 +34,19 @@ async def main(url: str, token: str, steps: list) -> dict:
                     if step[0] == "list":
                         res = await client.list_tools()
                         out["results"].append({"tools": [t.name for t in res.tools]})
+                    elif step[0] == "mark":
+                        print(json.dumps(out), flush=True)
+                        out["results"].append({"marked": True})
+                    elif step[0] == "list_until":
+                        loop = asyncio.get_running_loop()
+                        start = loop.time()
+                        while True:
+                            res = await client.list_tools()
+                            names = [t.name for t in res.tools]
+                            if step[1] in names or loop.time() - start > step[2]:
+                                break
+                            await asyncio.sleep(0.05)
+                        out["results"].append({"tools": names, "seconds": loop.time() - start})
                     elif step[0] == "call":
                         res = await client.call_tool(step[1], step[2])
                         out["results"].append(
