@@ -454,6 +454,15 @@ async fn walking_skeleton_end_to_end() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "INVALID_CREDENTIALS");
+    // A cross-site sign-in (login CSRF) is refused even without a cookie.
+    let resp = http
+        .post(format!("{}/auth/login", gh.control))
+        .header("origin", "http://evil.example")
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     // A cookie-authenticated change without a same-origin proof is refused (CSRF).
     let resp = http
         .post(format!("{}/graphql", gh.control))

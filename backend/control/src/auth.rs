@@ -27,6 +27,8 @@ use crate::{Actor, ControlPlane};
 /// Name of the console session cookie.
 pub const SESSION_COOKIE: &str = "gatehouse_session";
 const SESSION_KEY: &str = "gatehouse.user";
+/// Endpoints that start a session: they always need a same-origin proof, cookie or not.
+pub const SIGN_IN_PATHS: &[&str] = &["/auth/login", "/api/console/login"];
 
 /// Hashes a password with argon2id, off the async threads (it takes tens of milliseconds on purpose).
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
@@ -139,8 +141,9 @@ fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
 async fn csrf_guard(State(control): State<ControlPlane>, request: Request, next: Next) -> Response {
     let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let bearer = request.headers().contains_key(header::AUTHORIZATION);
-    // Without a cookie there are no ambient credentials to abuse.
-    let no_cookie = !request.headers().contains_key(header::COOKIE);
+    // Without a cookie there are no ambient credentials to abuse, except at sign-in, where a
+    // forged request would sign the victim's browser into the attacker's account (login CSRF).
+    let no_cookie = !request.headers().contains_key(header::COOKIE) && !SIGN_IN_PATHS.contains(&request.uri().path());
     let worker_api = request.uri().path().starts_with("/v1/");
     if safe || bearer || no_cookie || worker_api || same_origin(request.headers(), &control.config().public_url) {
         return next.run(request).await;

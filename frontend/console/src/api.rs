@@ -1,0 +1,303 @@
+//! The console's server functions, all under `/api/console/…`.
+//!
+//! Each one runs on the server as the signed-in user: it takes the `ControlPlane` from the Leptos
+//! context (provided by [`crate::router`]) and the user from the tower-sessions session, then calls
+//! one method of `gatehouse_control::Services`, which does every check (tenant access, console role,
+//! validation). So these functions only adapt form input and never decide anything themselves.
+//!
+//! Endpoints are named explicitly (`endpoint = "…"`) so the URLs are stable and readable.
+
+use gatehouse_core::views::{
+    AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView, TenantView, TokenView, UserView,
+    VirtualServerView,
+};
+use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+
+use crate::ConsoleError;
+
+/// Result of a server function.
+pub type ApiResult<T> = Result<T, ConsoleError>;
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use axum::http;
+    use gatehouse_control::{Actor, ControlPlane, Services};
+    use leptos::prelude::use_context;
+    use tower_sessions::Session;
+
+    use crate::ConsoleError;
+
+    /// The control plane the router put into the Leptos context.
+    pub fn control() -> Result<ControlPlane, ConsoleError> {
+        use_context::<ControlPlane>().ok_or_else(|| ConsoleError {
+            code: None,
+            message: "the console is not connected to a control plane (server misconfiguration)".into(),
+        })
+    }
+
+    /// The request's session (the binary wraps the console in the session layer).
+    pub async fn session() -> Result<Session, ConsoleError> {
+        leptos_axum::extract::<Session>()
+            .await
+            .map_err(|e| ConsoleError { code: None, message: format!("no console session: {e}") })
+    }
+
+    /// The services and the signed-in user, or `UNAUTHENTICATED`.
+    pub async fn signed_in() -> Result<(Services, Actor), ConsoleError> {
+        let control = control()?;
+        let session = session().await?;
+        let actor = answer(
+            gatehouse_control::auth::current_actor(&control, &session).await.ok_or_else(ConsoleError::unauthenticated),
+        )?;
+        Ok((control.services().clone(), actor))
+    }
+
+    /// Turns a service result into the server function's answer. For a call of the server function
+    /// over HTTP (not during server rendering) an error also gets the HTTP status of its code, so a
+    /// wrong password is a 401 and bad input a 400, not a 500.
+    pub fn answer<T>(result: Result<T, impl Into<ConsoleError>>) -> Result<T, ConsoleError> {
+        result.map_err(|e| {
+            let e = e.into();
+            set_status(&e);
+            e
+        })
+    }
+
+    /// Sets the HTTP status of a server function call from the error's code.
+    pub fn set_status(e: &ConsoleError) {
+        let Some(code) = e.code else { return };
+        // Not during server rendering (the page's status is not ours to change), and not for a plain
+        // form post before hydration (leptos_axum answers those with a redirect back to the form).
+        let is_api_call = use_context::<http::request::Parts>().is_some_and(|p| {
+            let accepts_html = p
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            p.uri.path().starts_with("/api/") && !accepts_html
+        });
+        if let (true, Some(res)) = (is_api_call, use_context::<leptos_axum::ResponseOptions>())
+            && let Ok(status) = http::StatusCode::from_u16(code.http_status())
+        {
+            res.set_status(status);
+        }
+    }
+
+    /// Where to go after signing in: a local path made of plain characters, else `/`.
+    pub fn safe_next(next: &str) -> &str {
+        if crate::app::is_plain_local_path(next) { next } else { "/" }
+    }
+}
+
+// ------------------------------------------------------------------ session
+
+/// The signed-in user, or `None`.
+#[server(prefix = "/api/console", endpoint = "me")]
+pub async fn me() -> ApiResult<Option<MeView>> {
+    let control = ssr::control()?;
+    let session = ssr::session().await?;
+    Ok(gatehouse_control::auth::current_actor(&control, &session).await.map(|a| control.services().me(&a)))
+}
+
+/// Signs in with e-mail and password, then redirects to `next` (a local path) or `/`.
+#[server(prefix = "/api/console", endpoint = "login")]
+pub async fn login(email: String, password: String, #[server(default)] next: String) -> ApiResult<()> {
+    let control = ssr::control()?;
+    let session = ssr::session().await?;
+    let actor = ssr::answer(control.services().sign_in(&email, &password).await)?;
+    ssr::answer(gatehouse_control::auth::start_session(&session, &actor).await)?;
+    leptos_axum::redirect(ssr::safe_next(&next));
+    Ok(())
+}
+
+/// Signs out and redirects to the sign-in page.
+#[server(prefix = "/api/console", endpoint = "logout")]
+pub async fn logout() -> ApiResult<()> {
+    let session = ssr::session().await?;
+    gatehouse_control::auth::end_session(&session).await;
+    leptos_axum::redirect("/login");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ tenants
+
+/// Tenants the user can see.
+#[server(prefix = "/api/console", endpoint = "tenants")]
+pub async fn list_tenants() -> ApiResult<Vec<TenantView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_tenants(&actor).await)
+}
+
+/// Creates a tenant (platform administrators).
+#[server(prefix = "/api/console", endpoint = "create_tenant")]
+pub async fn create_tenant(slug: String, name: String) -> ApiResult<TenantView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.create_tenant(&actor, slug.trim(), &name).await)
+}
+
+/// One tenant with its newest bundle.
+#[server(prefix = "/api/console", endpoint = "tenant")]
+pub async fn tenant_overview(tenant: String) -> ApiResult<(TenantView, Option<BundleView>)> {
+    let (s, actor) = ssr::signed_in().await?;
+    let t = ssr::answer(s.tenant(&actor, &tenant).await)?;
+    let bundle = ssr::answer(s.bundle(&actor, &tenant).await)?;
+    Ok((t, bundle))
+}
+
+// ------------------------------------------------------------------ servers
+
+/// A tenant's upstream servers with their tools.
+#[server(prefix = "/api/console", endpoint = "servers")]
+pub async fn list_servers(tenant: String) -> ApiResult<Vec<ServerView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_servers(&actor, &tenant).await)
+}
+
+/// Registers an upstream server and fetches its tools.
+#[server(prefix = "/api/console", endpoint = "register_server")]
+pub async fn register_server(tenant: String, slug: String, name: String, url: String) -> ApiResult<ServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.register_server(&actor, &tenant, slug.trim(), &name, &url).await)
+}
+
+/// Fetches a server's tools again.
+#[server(prefix = "/api/console", endpoint = "refresh_server")]
+pub async fn refresh_server(tenant: String, slug: String) -> ApiResult<ServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.refresh_server_tools(&actor, &tenant, &slug).await)
+}
+
+// ------------------------------------------------------------------ roles
+
+/// A tenant's access roles with grants and members.
+#[server(prefix = "/api/console", endpoint = "roles")]
+pub async fn list_roles(tenant: String) -> ApiResult<Vec<RoleView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_roles(&actor, &tenant).await)
+}
+
+/// Creates an access role.
+#[server(prefix = "/api/console", endpoint = "create_role")]
+pub async fn create_role(tenant: String, slug: String, #[server(default)] description: String) -> ApiResult<RoleView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.create_role(&actor, &tenant, slug.trim(), &description).await)
+}
+
+/// Replaces a role's grants (JSON, since an empty list must be expressible).
+#[server(prefix = "/api/console", endpoint = "set_role_grants", input = Json)]
+pub async fn set_role_grants(tenant: String, role: String, grants: Vec<GrantView>) -> ApiResult<RoleView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.set_role_grants(&actor, &tenant, &role, &grants).await)
+}
+
+/// Binds a user to a role.
+#[server(prefix = "/api/console", endpoint = "bind_role")]
+pub async fn bind_role(tenant: String, role: String, email: String) -> ApiResult<RoleView> {
+    let (s, actor) = ssr::signed_in().await?;
+    if role.is_empty() {
+        return ssr::answer(Err(ConsoleError::invalid("role", "choose a role")));
+    }
+    if email.is_empty() {
+        return ssr::answer(Err(ConsoleError::invalid("user", "choose a user")));
+    }
+    ssr::answer(s.bind_role(&actor, &tenant, &role, &email).await)
+}
+
+/// Removes a user from a role.
+#[server(prefix = "/api/console", endpoint = "unbind_role")]
+pub async fn unbind_role(tenant: String, role: String, email: String) -> ApiResult<RoleView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.unbind_role(&actor, &tenant, &role, &email).await)
+}
+
+// ------------------------------------------------------------------ users
+
+/// A tenant's users.
+#[server(prefix = "/api/console", endpoint = "users")]
+pub async fn list_users(tenant: String) -> ApiResult<Vec<UserView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_users(&actor, &tenant).await)
+}
+
+/// Adds a user; an empty password makes a gateway-only user (API tokens, no console sign-in).
+#[server(prefix = "/api/console", endpoint = "create_user")]
+pub async fn create_user(
+    tenant: String,
+    email: String,
+    display_name: String,
+    console_role: String,
+    #[server(default)] password: String,
+) -> ApiResult<UserView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let password = Some(password.as_str()).filter(|p| !p.is_empty());
+    ssr::answer(s.create_user(&actor, &tenant, &email, &display_name, &console_role, password).await)
+}
+
+// ------------------------------------------------------------------ virtual servers
+
+/// A tenant's virtual servers.
+#[server(prefix = "/api/console", endpoint = "virtual_servers")]
+pub async fn list_virtual_servers(tenant: String) -> ApiResult<Vec<VirtualServerView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_virtual_servers(&actor, &tenant).await)
+}
+
+/// Creates a virtual server over the given upstream servers (JSON: a list of slugs).
+#[server(prefix = "/api/console", endpoint = "create_virtual_server", input = Json)]
+pub async fn create_virtual_server(
+    tenant: String,
+    slug: String,
+    name: String,
+    servers: Vec<String>,
+) -> ApiResult<VirtualServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.create_virtual_server(&actor, &tenant, slug.trim(), &name, &servers).await)
+}
+
+// ------------------------------------------------------------------ tokens
+
+/// A tenant's API tokens (never their secrets).
+#[server(prefix = "/api/console", endpoint = "tokens")]
+pub async fn list_tokens(tenant: String) -> ApiResult<Vec<TokenView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_tokens(&actor, &tenant).await)
+}
+
+/// Creates an API token; the answer carries the secret, this once.
+#[server(prefix = "/api/console", endpoint = "create_token")]
+pub async fn create_token(
+    tenant: String,
+    user_email: String,
+    name: String,
+    #[server(default)] expires_in_days: String,
+) -> ApiResult<CreatedTokenView> {
+    let (s, actor) = ssr::signed_in().await?;
+    if user_email.is_empty() {
+        return ssr::answer(Err(ConsoleError::invalid("user", "choose the user the token authenticates")));
+    }
+    let days = match expires_in_days.trim() {
+        "" => None,
+        d => Some(ssr::answer(
+            d.parse::<i32>()
+                .map_err(|_| ConsoleError::invalid("expiry", "enter a whole number of days, or leave it empty")),
+        )?),
+    };
+    ssr::answer(s.create_token(&actor, &tenant, &user_email, &name, days).await)
+}
+
+/// Revokes a token.
+#[server(prefix = "/api/console", endpoint = "revoke_token")]
+pub async fn revoke_token(tenant: String, id: String) -> ApiResult<bool> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.revoke_token(&actor, &tenant, &id).await)
+}
+
+// ------------------------------------------------------------------ audit
+
+/// The newest audit events (at most `limit`, default 100).
+#[server(prefix = "/api/console", endpoint = "audit")]
+pub async fn list_audit(tenant: String, limit: Option<i32>) -> ApiResult<Vec<AuditView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_audit(&actor, &tenant, limit, None).await)
+}

@@ -1,0 +1,11 @@
+//! One module per page. Tenant pages live under `/t/{tenant}/…` inside [`tenant::TenantLayout`].
+
+pub mod audit;
+pub mod home;
+pub mod login;
+pub mod roles;
+pub mod servers;
+pub mod tenant;
+pub mod tokens;
+pub mod users;
+pub mod virtual_servers;

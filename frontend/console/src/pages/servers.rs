@@ -1,0 +1,144 @@
+//! `/t/{tenant}/servers`: upstream MCP servers and their tools.
+
+use gatehouse_core::views::ServerView;
+use leptos::html::Form;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::api::{RefreshServer, RegisterServer, list_servers};
+use crate::components::{ActionStatus, ErrorNote, fmt_opt_time, reset_on_success};
+use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
+
+/// The servers page.
+#[component]
+pub fn ServersPage() -> impl IntoView {
+    let TenantCtx { slug, .. } = use_tenant();
+    let register = ServerAction::<RegisterServer>::new();
+    let refresh = ServerAction::<RefreshServer>::new();
+    notify_change(register);
+    notify_change(refresh);
+    let servers = Resource::new(
+        move || (slug.get(), register.version().get(), refresh.version().get()),
+        |(t, _, _)| list_servers(t),
+    );
+    let form = NodeRef::<Form>::new();
+    reset_on_success(register, form);
+
+    let list = move || {
+        Suspend::new(async move {
+            match servers.await {
+                Ok(list) if list.is_empty() => {
+                    view! { <p class="muted">"No servers yet: register one below."</p> }.into_any()
+                }
+                Ok(list) => list
+                    .into_iter()
+                    .map(|s| view! { <ServerCard server=s tenant=slug.get_untracked() refresh /> })
+                    .collect_view()
+                    .into_any(),
+                Err(e) => view! { <ErrorNote error=e /> }.into_any(),
+            }
+        })
+    };
+
+    view! {
+        <Title text="Servers" />
+        <section aria-labelledby="servers-h">
+            <h2 id="servers-h">"Upstream MCP servers"</h2>
+            <ActionStatus
+                action=refresh
+                ok=|s: ServerView| format!("Fetched {} tools from {}.", s.tools.len(), s.slug)
+                testid="refresh-error"
+            />
+            <div class="cards" data-testid="server-list">
+                <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>{list}</Transition>
+            </div>
+        </section>
+        <section class="card" aria-labelledby="register-h">
+            <h2 id="register-h">"Register a server"</h2>
+            <p class="muted">
+                "A Streamable HTTP MCP endpoint. Gatehouse connects to it now and lists its tools; "
+                "nothing is saved if it cannot be reached."
+            </p>
+            <ActionForm action=register node_ref=form>
+                <input type="hidden" name="tenant" value=move || slug.get() />
+                <div class="row">
+                    <div class="field">
+                        <label for="server-slug">"Slug"</label>
+                        <input id="server-slug" name="slug" required placeholder="github" data-testid="server-slug" />
+                    </div>
+                    <div class="field">
+                        <label for="server-name">"Name"</label>
+                        <input id="server-name" name="name" required placeholder="GitHub" data-testid="server-name" />
+                    </div>
+                </div>
+                <div class="field">
+                    <label for="server-url">"URL"</label>
+                    <input
+                        id="server-url"
+                        name="url"
+                        type="url"
+                        required
+                        placeholder="https://mcp.example.com/mcp"
+                        data-testid="server-url"
+                    />
+                </div>
+                <button type="submit" data-testid="register-server" disabled=move || register.pending().get()>
+                    "Register and fetch tools"
+                </button>
+            </ActionForm>
+            <ActionStatus
+                action=register
+                ok=|s: ServerView| format!("Registered {} with {} tools.", s.slug, s.tools.len())
+                testid="register-server-error"
+            />
+        </section>
+    }
+}
+
+#[component]
+fn ServerCard(server: ServerView, tenant: String, refresh: ServerAction<RefreshServer>) -> impl IntoView {
+    let ServerView { slug, name, url, tools, tools_fetched_at_ms } = server;
+    let tool_count = tools.len();
+    let (card_id, refresh_id, tools_id) =
+        (format!("server-{slug}"), format!("refresh-{slug}"), format!("tools-{slug}"));
+    view! {
+        <article class="card" data-testid=card_id>
+            <header class="card-head">
+                <h3>{name} " " <code class="slug">{slug.clone()}</code></h3>
+                <ActionForm action=refresh>
+                    <input type="hidden" name="tenant" value=tenant />
+                    <input type="hidden" name="slug" value=slug.clone() />
+                    <button
+                        type="submit"
+                        class="secondary"
+                        data-testid=refresh_id
+                        disabled=move || refresh.pending().get()
+                    >
+                        "Refresh tools"
+                    </button>
+                </ActionForm>
+            </header>
+            <p>
+                <code class="url">{url}</code>
+            </p>
+            <details open=tool_count <= 20>
+                <summary>
+                    {format!("{tool_count} tools · fetched {}", fmt_opt_time(tools_fetched_at_ms))}
+                </summary>
+                <ul class="tools" data-testid=tools_id>
+                    {tools
+                        .into_iter()
+                        .map(|t| {
+                            view! {
+                                <li>
+                                    <code>{t.name}</code>
+                                    {t.description.map(|d| view! { <span class="muted">" — " {d}</span> })}
+                                </li>
+                            }
+                        })
+                        .collect_view()}
+                </ul>
+            </details>
+        </article>
+    }
+}
