@@ -3,7 +3,7 @@
 //! [`compile`] is a pure function of one tenant's rows: the same state gives the same bytes, so
 //! every replica computes the same revision. [`Bundles::recompile`] stores and signs a new bundle
 //! only when the revision changed, with the next sequence number, and wakes the long-polling
-//! workers (an in-process channel; PostgreSQL `LISTEN/NOTIFY` between replicas is a later step).
+//! workers: an in-process channel, and PostgreSQL `LISTEN/NOTIFY` between control-plane replicas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -139,30 +139,71 @@ impl Bundles {
     }
 
     /// Recompiles a tenant; stores and announces a new bundle if its revision changed.
+    ///
+    /// Two replicas may compile the same tenant at once: the one whose insert loses the race on
+    /// (tenant, group, sequence) compiles again against the winner's row.
     pub async fn recompile(&self, tenant: &Tenant) -> anyhow::Result<()> {
         let _guard = self.inner.compiling.lock().await;
-        let content = compile(&self.inner.store, tenant).await?;
-        let revision = content.revision();
-        let latest = self.inner.store.latest_bundle(&tenant.id, &self.inner.group).await?;
-        if latest.as_ref().is_some_and(|b| b.revision == revision) {
-            return Ok(());
-        }
-        let sequence = latest.map_or(1, |b| b.sequence + 1);
-        let now = now_ms();
-        let signed = self.inner.key.sign(&self.inner.group, sequence as u64, now, content);
-        self.inner
-            .store
-            .insert_bundle(&BundleRow {
+        for _ in 0..5 {
+            let content = compile(&self.inner.store, tenant).await?;
+            let revision = content.revision();
+            let latest = self.inner.store.latest_bundle(&tenant.id, &self.inner.group).await?;
+            if latest.as_ref().is_some_and(|b| b.revision == revision) {
+                return Ok(());
+            }
+            let sequence = latest.map_or(1, |b| b.sequence + 1);
+            let now = now_ms();
+            let signed = self.inner.key.sign(&self.inner.group, sequence as u64, now, content);
+            let row = BundleRow {
                 tenant_id: tenant.id.clone(),
                 group_name: self.inner.group.clone(),
                 sequence,
                 revision: revision.clone(),
                 signed_json: serde_json::to_string(&signed)?,
                 created_at_ms: now,
-            })
-            .await?;
-        tracing::info!(tenant = %tenant.slug, sequence, %revision, "compiled a new policy bundle");
+            };
+            match self.inner.store.insert_bundle(&row).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(tenant = %tenant.slug, sequence, %revision, "compiled a new policy bundle");
+            self.announce();
+            if let Err(e) = self.inner.store.notify_bundle_change(&tenant.id).await {
+                // The bundle is stored; replicas that missed the notice still serve it on their
+                // workers' next poll.
+                tracing::warn!(error = %e, "could not notify other control-plane replicas");
+            }
+            return Ok(());
+        }
+        anyhow::bail!("bundle for tenant {} kept conflicting with other replicas", tenant.slug)
+    }
+
+    /// Wakes the workers long-polling this replica.
+    pub fn announce(&self) {
         self.inner.changed.send_modify(|n| *n += 1);
+    }
+
+    /// On PostgreSQL, relays other replicas' bundle notices to this replica's long-polling workers,
+    /// for as long as the process runs. On SQLite there is one process and nothing to relay.
+    pub async fn relay_replica_notices(&self) -> anyhow::Result<()> {
+        let Some(mut listener) = self.inner.store.bundle_change_listener().await? else { return Ok(()) };
+        let bundles = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => bundles.announce(),
+                    Err(e) => {
+                        // The listener reconnects on the next `recv`; notices sent meanwhile are
+                        // lost, so wake the pollers anyway: they recompute their ETag and answer
+                        // only if something changed.
+                        tracing::warn!(error = %e, "bundle notice listener lost its connection; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        bundles.announce();
+                    }
+                }
+            }
+        });
         Ok(())
     }
 

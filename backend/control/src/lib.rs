@@ -65,6 +65,7 @@ impl ControlPlane {
         let bundles = bundles::Bundles::new(store.clone(), key, config.group.clone());
         let services = Services::new(store.clone(), bundles, config.gateway_public_url.clone());
         services.recompile_all().await?;
+        services.bundles().relay_replica_notices().await?;
         Ok(ControlPlane { inner: Arc::new(Inner { config, store, services }) })
     }
 

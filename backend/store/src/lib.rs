@@ -7,6 +7,8 @@
 
 mod model;
 mod sessions;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use model::*;
 
@@ -595,6 +597,33 @@ impl Store {
         .bind(group)
         .fetch_all(p)
         .await)?)
+    }
+}
+
+/// The PostgreSQL notification channel on which a control-plane replica announces a new bundle, so
+/// that the other replicas wake the workers long-polling them.
+pub const BUNDLE_CHANNEL: &str = "gatehouse_bundles";
+
+impl Store {
+    /// Tells the other control-plane replicas that a tenant has a new bundle (PostgreSQL `NOTIFY`;
+    /// on SQLite there is only one process, so nothing to do).
+    pub async fn notify_bundle_change(&self, tenant_id: &str) -> Result<()> {
+        if let Store::Postgres(p) = self {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(BUNDLE_CHANNEL).bind(tenant_id).execute(p).await?;
+        }
+        Ok(())
+    }
+
+    /// A listener on [`BUNDLE_CHANNEL`] (PostgreSQL only; `None` on SQLite).
+    pub async fn bundle_change_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match self {
+            Store::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen(BUNDLE_CHANNEL).await?;
+                Ok(Some(listener))
+            }
+            Store::Sqlite(_) => Ok(None),
+        }
     }
 }
 
