@@ -252,7 +252,8 @@ async function mcpRequest(url, token, body, sessionId) {
   let message = null;
   if ((res.headers.get('content-type') || '').includes('text/event-stream')) {
     for (const line of text.split('\n')) {
-      if (line.startsWith('data:')) {
+      // An event may carry no data (a priming event that only sets an id for resumption).
+      if (line.startsWith('data:') && line.slice(5).trim()) {
         const m = JSON.parse(line.slice(5));
         if (m.id === body.id) message = m;
       }
@@ -518,6 +519,20 @@ async function main() {
         init.sessionId,
       );
       assert(denied.message && (denied.message.error || denied.message.result?.isError), `get-sum was not refused: ${denied.text.slice(0, 300)}`);
+    });
+
+    await step('explain what the user can do on the virtual server', async () => {
+      await openTab('virtual-servers', 'Virtual servers');
+      await byTestId('explain-vs').selectOption(VS);
+      await byTestId('explain-user').selectOption(USER);
+      const mark = await markDocument();
+      await byTestId('explain').click();
+      const echo = await waitText(`explain-${SERVER}-echo`, 'allowed');
+      assert(echo.includes(`granted by role ${ROLE}`), `echo row: ${echo}`);
+      const sum = await waitText(`explain-${SERVER}-get-sum`, 'refused');
+      assert(sum.includes('not granted'), `get-sum row: ${sum}`);
+      await assertSameDocument(mark);
+      await snap('09-explain');
     });
 
     await step('the audit page shows the calls (refresh without a page load)', async () => {

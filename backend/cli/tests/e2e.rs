@@ -283,6 +283,22 @@ async fn walking_skeleton_end_to_end() {
     assert!(denied["message"].as_str().unwrap().contains("get-sum"), "the refusal says which tool: {denied}");
     assert_eq!(denied["data"]["code"], "TOOL_NOT_GRANTED");
 
+    // "What can Alice do here, and why?" is answered by the gateway's own evaluator: the same
+    // decision and the same words as the refusal the client just got.
+    let explained = admin
+        .ok(
+            r#"{ explainAccess(tenant: "acme", virtualServer: "dev", userEmail: "alice@acme.test") { bundleRevision tools { server tool allowed role reason } } }"#,
+            json!({}),
+        )
+        .await;
+    let access = explained["explainAccess"]["tools"].as_array().unwrap();
+    let of = |tool: &str| access.iter().find(|t| t["tool"] == tool).unwrap_or_else(|| panic!("{tool} explained"));
+    assert_eq!(of("echo")["allowed"], true);
+    assert_eq!(of("echo")["role"], "analyst");
+    assert_eq!(of("get-sum")["allowed"], false);
+    assert_eq!(of("get-sum")["reason"], denied["message"]);
+    assert_eq!(access.iter().filter(|t| t["allowed"] == true).count(), 1, "only echo is granted: {explained}");
+
     // No token, or a bad one: 401 with the resource-metadata pointer.
     let http = reqwest::Client::new();
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}});
@@ -321,7 +337,8 @@ async fn walking_skeleton_end_to_end() {
         let has = |tool: &str, outcome: &str| {
             events.iter().any(|e| e["method"] == "tools/call" && e["tool"] == tool && e["outcome"] == outcome)
         };
-        if (has("echo", "allowed") && has("get-sum", "denied")) || Instant::now() > deadline {
+        let unauthenticated = events.iter().filter(|e| e["outcome"] == "denied" && e["user"].is_null()).count();
+        if (has("echo", "allowed") && has("get-sum", "denied") && unauthenticated >= 2) || Instant::now() > deadline {
             break events;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,7 +357,10 @@ async fn walking_skeleton_end_to_end() {
     assert_eq!(refused["outcome"], "denied");
     assert!(refused["reason"].as_str().unwrap().contains("get-sum"));
     assert!(events.iter().any(|e| e["method"] == "tools/list" && e["outcome"] == "allowed"));
-    assert!(events.iter().any(|e| e["outcome"] == "denied" && e["user"].is_null()), "the 401s are audited too");
+    assert!(
+        events.iter().filter(|e| e["outcome"] == "denied" && e["user"].is_null()).count() >= 2,
+        "both 401s are audited too"
+    );
 
     // Step 5: grant another tool while a client session stays open; that same session sees the
     // tool and can call it, without any restart.

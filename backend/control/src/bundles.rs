@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use gatehouse_bundle::format::{self, Content};
-use gatehouse_bundle::{SignedBundle, SigningKey};
+use gatehouse_bundle::{KeyRing, SignedBundle, SigningKey, TenantPolicy};
 use gatehouse_store::{BundleRow, Store, StoreError, Tenant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
@@ -205,6 +205,17 @@ impl Bundles {
             }
         });
         Ok(())
+    }
+
+    /// The runtime policy of a tenant's newest bundle, verified with our own key: the very object a
+    /// worker would build from it, so explanations match enforcement.
+    pub async fn active_policy(&self, tenant_id: &str) -> anyhow::Result<Option<TenantPolicy>> {
+        let Some(row) = self.latest(tenant_id).await? else { return Ok(None) };
+        let signed: SignedBundle = serde_json::from_str(&row.signed_json)?;
+        let mut ring = KeyRing::default();
+        ring.add_base64(&self.inner.key.public_base64()).map_err(|e| anyhow::anyhow!(e))?;
+        let bundle = ring.verify(&signed)?;
+        Ok(Some(TenantPolicy::build(&bundle)))
     }
 
     /// The newest bundle row of a tenant.

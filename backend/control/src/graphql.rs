@@ -96,6 +96,18 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.list_audit(a, &tenant, limit, before_ms).await.map_err(gql)
     }
+    /// What a user can do on a virtual server, and why (the gateway's own evaluator on the current
+    /// bundle).
+    async fn explain_access(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+        user_email: String,
+    ) -> R<AccessExplanationView> {
+        let (s, a) = who(ctx)?;
+        s.explain_access(a, &tenant, &virtual_server, &user_email).await.map_err(gql)
+    }
     /// The tenant's newest policy bundle.
     async fn bundle(&self, ctx: &Context<'_>, tenant: String) -> R<Option<BundleView>> {
         let (s, a) = who(ctx)?;

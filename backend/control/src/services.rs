@@ -654,6 +654,59 @@ impl Services {
         })
     }
 
+    /// What `user_email` can do on virtual server `vs`, and why: every tool of its upstreams, decided
+    /// by the gateway's own evaluator on the current bundle. Admins may ask about anyone; members
+    /// about themselves.
+    pub async fn explain_access(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        vs: &str,
+        user_email: &str,
+    ) -> Result<AccessExplanationView> {
+        let t = self.tenant_for(actor, tenant, Need::Read).await?;
+        let user = self.user_by_email(&t, user_email).await?;
+        let may_ask = actor.is_platform_admin() || actor.console_role == ROLE_TENANT_ADMIN || actor.user_id == user.id;
+        if !may_ask {
+            return Err(GatehouseError::new(ErrorCode::Forbidden, "members can only ask about their own access"));
+        }
+        let vss = self.store.list_virtual_servers(&t.id).await.map_err(store_err("virtual server"))?;
+        let v = vss
+            .iter()
+            .find(|v| v.slug == vs)
+            .ok_or_else(|| GatehouseError::not_found(format!("virtual server '{vs}'")))?;
+        let links = self.store.list_virtual_server_upstreams(&t.id).await.map_err(store_err("virtual server"))?;
+        let servers = self.store.list_servers(&t.id).await.map_err(store_err("server"))?;
+        let policy = self
+            .bundles
+            .active_policy(&t.id)
+            .await
+            .map_err(|e| {
+                let reference = uuid::Uuid::now_v7();
+                tracing::error!(%reference, error = %e, "reading the active bundle failed");
+                GatehouseError::internal(reference)
+            })?
+            .ok_or_else(|| GatehouseError::new(ErrorCode::NoBundle, "this tenant has no policy bundle yet"))?;
+        let mut tools = Vec::new();
+        for link in links.iter().filter(|l| l.virtual_server_id == v.id) {
+            let Some(server) = servers.iter().find(|s| s.id == link.server_id) else { continue };
+            for tool in tools_of(server) {
+                let decision = policy.authorize_tool(&user.id, &server.slug, &tool.name);
+                let (allowed, role, reason) = match decision {
+                    gatehouse_bundle::Decision::Allow { role } => (true, Some(role), None),
+                    gatehouse_bundle::Decision::Deny { reason } => (false, None, Some(reason)),
+                };
+                tools.push(ToolAccessView { server: server.slug.clone(), tool: tool.name, allowed, role, reason });
+            }
+        }
+        Ok(AccessExplanationView {
+            user: user.email,
+            virtual_server: v.slug.clone(),
+            bundle_revision: policy.manifest.revision.clone(),
+            tools,
+        })
+    }
+
     // ------------------------------------------------------------------ tokens
 
     fn token_view(t: &ApiToken, email: &str) -> TokenView {

@@ -8,8 +8,8 @@
 //! Endpoints are named explicitly (`endpoint = "…"`) so the URLs are stable and readable.
 
 use gatehouse_core::views::{
-    AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView, TenantView, TokenView, UserView,
-    VirtualServerView,
+    AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
+    TenantView, TokenView, UserView, VirtualServerView,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -241,6 +241,17 @@ pub async fn create_user(
 pub async fn list_virtual_servers(tenant: String) -> ApiResult<Vec<VirtualServerView>> {
     let (s, actor) = ssr::signed_in().await?;
     ssr::answer(s.list_virtual_servers(&actor, &tenant).await)
+}
+
+/// What a user can do on a virtual server, and why (the gateway's evaluator on the current bundle).
+#[server(prefix = "/api/console", endpoint = "explain_access")]
+pub async fn explain_access(
+    tenant: String,
+    virtual_server: String,
+    user_email: String,
+) -> ApiResult<AccessExplanationView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.explain_access(&actor, &tenant, &virtual_server, &user_email).await)
 }
 
 /// Creates a virtual server over the given upstream servers (JSON: a list of slugs).

@@ -187,3 +187,34 @@ pub struct BundleView {
     /// Compiled at.
     pub created_at_ms: i64,
 }
+
+/// Whether one tool is available to a user, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ToolAccessView {
+    /// Upstream server slug.
+    pub server: String,
+    /// Tool name as the upstream names it.
+    pub tool: String,
+    /// Whether the user may list and call it.
+    pub allowed: bool,
+    /// The access role that grants it, when allowed.
+    pub role: Option<String>,
+    /// Why not, when refused (the same words the gateway answers with).
+    pub reason: Option<String>,
+}
+
+/// What a user can do on a virtual server, decided by the same evaluator the gateway runs, on the
+/// tenant's current bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct AccessExplanationView {
+    /// The user's e-mail.
+    pub user: String,
+    /// The virtual server's slug.
+    pub virtual_server: String,
+    /// Revision of the bundle the answer comes from.
+    pub bundle_revision: String,
+    /// Every tool of the virtual server's upstreams (as last fetched), in upstream order.
+    pub tools: Vec<ToolAccessView>,
+}

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use gatehouse_core::views::VirtualServerView;
+use gatehouse_core::views::{AccessExplanationView, VirtualServerView};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{CreateVirtualServer, list_servers, list_virtual_servers};
+use crate::api::{CreateVirtualServer, ExplainAccess, list_servers, list_users, list_virtual_servers};
 use crate::components::{ActionStatus, ErrorNote};
 use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
 
@@ -145,6 +145,107 @@ pub fn VirtualServersPage() -> impl IntoView {
                 testid="create-vs-error"
             />
         </section>
+        <ExplainAccessCard />
+    }
+}
+
+/// "What can this user do on this virtual server, and why?", answered by the gateway's own
+/// evaluator on the tenant's current bundle.
+#[component]
+fn ExplainAccessCard() -> impl IntoView {
+    let TenantCtx { slug, .. } = use_tenant();
+    let explain = ServerAction::<ExplainAccess>::new();
+    let vss = Resource::new(move || slug.get(), list_virtual_servers);
+    let users = Resource::new(move || slug.get(), list_users);
+    let options = move || {
+        Suspend::new(async move {
+            let vs_options = vss
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| {
+                    let label = v.slug.clone();
+                    view! { <option value=v.slug>{label}</option> }
+                })
+                .collect_view();
+            let user_options = users
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    let label = u.email.clone();
+                    view! { <option value=u.email>{label}</option> }
+                })
+                .collect_view();
+            view! {
+                <div class="row">
+                    <div class="field">
+                        <label for="explain-vs">"Virtual server"</label>
+                        <select id="explain-vs" name="virtual_server" data-testid="explain-vs">{vs_options}</select>
+                    </div>
+                    <div class="field">
+                        <label for="explain-user">"User"</label>
+                        <select id="explain-user" name="user_email" data-testid="explain-user">{user_options}</select>
+                    </div>
+                </div>
+            }
+        })
+    };
+    let result = move || match explain.value().get() {
+        None => ().into_any(),
+        Some(Err(e)) => view! { <ErrorNote error=e /> }.into_any(),
+        Some(Ok(x)) => explanation(x).into_any(),
+    };
+    view! {
+        <section class="card" aria-labelledby="explain-h">
+            <h2 id="explain-h">"Explain access"</h2>
+            <p class="muted">"Which tools a user gets on a virtual server, and which role grants each, from the policy the gateways enforce."</p>
+            <ActionForm action=explain>
+                <input type="hidden" name="tenant" value=move || slug.get() />
+                <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>{options}</Transition>
+                <button type="submit" data-testid="explain" disabled=move || explain.pending().get()>"Explain"</button>
+            </ActionForm>
+            {result}
+        </section>
+    }
+}
+
+fn explanation(x: AccessExplanationView) -> impl IntoView {
+    let revision: String = x.bundle_revision.chars().take(12).collect();
+    view! {
+        <p class="muted">{format!("{} on {} (bundle {revision}):", x.user, x.virtual_server)}</p>
+        <table data-testid="explain-table">
+            <thead>
+                <tr>
+                    <th scope="col">"Server"</th>
+                    <th scope="col">"Tool"</th>
+                    <th scope="col">"Access"</th>
+                    <th scope="col">"Why"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {x
+                    .tools
+                    .into_iter()
+                    .map(|t| {
+                        let why = if t.allowed {
+                            format!("granted by role {}", t.role.unwrap_or_default())
+                        } else {
+                            t.reason.unwrap_or_default()
+                        };
+                        let testid = format!("explain-{}-{}", t.server, t.tool);
+                        view! {
+                            <tr data-testid=testid>
+                                <td><code>{t.server}</code></td>
+                                <td><code>{t.tool}</code></td>
+                                <td>{if t.allowed { "allowed" } else { "refused" }}</td>
+                                <td>{why}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
     }
 }
 
