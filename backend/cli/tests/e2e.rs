@@ -4,192 +4,16 @@
 //! over GraphQL, connect a client through the gateway, see policy enforced and audited, change the
 //! policy and see it take effect without a restart, and try to cross from one tenant into another.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-const ADMIN_EMAIL: &str = "admin@example.com";
-const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+mod common;
 
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn peers_dir() -> PathBuf {
-    let dir = std::env::var_os("GATEHOUSE_PEERS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node_modules"));
-    assert!(
-        dir.join("@modelcontextprotocol/server-everything").exists(),
-        "test peers are not installed in {}: run `scripts/setup.sh test` (or `make test`)",
-        dir.display()
-    );
-    dir
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("GATEHOUSE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo_root().join(".tools/venv/bin/python");
-    assert!(venv.exists(), "the Python MCP SDK venv is missing: run `scripts/setup.sh test` (or `make test`)");
-    venv
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_tcp(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_everything() -> (Proc, String) {
-    let port = free_port();
-    let peers = peers_dir();
-    let child = Command::new("node")
-        .arg("--require")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bind-localhost.cjs"))
-        .arg(peers.join("@modelcontextprotocol/server-everything/dist/index.js"))
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node must be installed");
-    let proc = Proc(child);
-    wait_for_tcp(port, "server-everything");
-    (proc, format!("http://127.0.0.1:{port}/mcp"))
-}
-
-struct Gatehouse {
-    _proc: Proc,
-    control: String,
-    gateway: String,
-    _data: tempfile::TempDir,
-}
-
-fn start_gatehouse() -> Gatehouse {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("GATEHOUSE_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("[gatehouse] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let (mut control, mut gateway) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while control.is_none() || gateway.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("gatehouse serve did not report its addresses in time");
-        let url_after =
-            |marker: &str| line.split(marker).nth(1).map(|r| r.split_whitespace().next().unwrap().to_owned());
-        if let Some(u) = url_after("console listening on ") {
-            control = Some(u);
-        }
-        if let Some(u) = url_after("gateway worker listening on ") {
-            gateway = Some(u);
-        }
-    }
-    Gatehouse { _proc: proc, control: control.unwrap(), gateway: gateway.unwrap(), _data: data }
-}
-
-/// A GraphQL client signed in as a console user (session cookie + same-origin header), or holding
-/// an API token.
-struct Gql {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-    bearer: Option<String>,
-}
-
-impl Gql {
-    async fn sign_in(base: &str, email: &str, password: &str) -> Gql {
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{base}/auth/login"))
-            .header("origin", base)
-            .json(&json!({ "email": email, "password": password }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "sign-in failed: {}", resp.text().await.unwrap());
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("gatehouse_session="))
-            .map(|v| v.split(';').next().unwrap().to_owned())
-            .expect("sign-in sets the session cookie");
-        Gql { http, base: base.to_owned(), cookie: Some(cookie), bearer: None }
-    }
-
-    fn with_token(base: &str, token: &str) -> Gql {
-        Gql { http: reqwest::Client::new(), base: base.to_owned(), cookie: None, bearer: Some(token.to_owned()) }
-    }
-
-    async fn raw(&self, query: &str, variables: Value) -> Value {
-        let mut req =
-            self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c).header("origin", &self.base);
-        }
-        if let Some(t) = &self.bearer {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
-    }
-
-    /// Runs a query that must succeed and returns its `data`.
-    async fn ok(&self, query: &str, variables: Value) -> Value {
-        let v = self.raw(query, variables).await;
-        assert!(v.get("errors").is_none(), "GraphQL errors: {v}");
-        v["data"].clone()
-    }
-
-    /// Runs a query that must fail and returns the first error's `extensions.code` and message.
-    async fn err(&self, query: &str, variables: Value) -> (String, String) {
-        let v = self.raw(query, variables).await;
-        let e = &v["errors"][0];
-        assert!(!e.is_null(), "expected an error, got {v}");
-        (e["extensions"]["code"].as_str().unwrap_or_default().to_owned(), e["message"].as_str().unwrap().to_owned())
-    }
-}
+use common::*;
 
 async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
@@ -463,7 +287,7 @@ async fn walking_skeleton_end_to_end() {
         admin.ok(r#"{ servers(tenant: "acme") { slug } }"#, json!({})).await["servers"].as_array().unwrap().len() == 1,
         "a failed registration stores nothing"
     );
-    let anonymous = Gql { http: reqwest::Client::new(), base: gh.control.clone(), cookie: None, bearer: None };
+    let anonymous = Gql::anonymous(&gh.control);
     assert_eq!(anonymous.err("{ me { email } }", json!({})).await.0, "UNAUTHENTICATED");
     let resp = http
         .post(format!("{}/auth/login", gh.control))
@@ -486,7 +310,7 @@ async fn walking_skeleton_end_to_end() {
     // A cookie-authenticated change without a same-origin proof is refused (CSRF).
     let resp = http
         .post(format!("{}/graphql", gh.control))
-        .header("cookie", admin.cookie.clone().unwrap())
+        .header("cookie", admin.cookie().unwrap())
         .header("origin", "http://evil.example")
         .json(&json!({ "query": r#"mutation { createTenant(slug: "csrf", name: "x") { slug } }"# }))
         .send()

@@ -16,7 +16,9 @@
 
 mod audit;
 mod bundles;
+mod features;
 mod mcp;
+mod relay;
 mod routes;
 mod session;
 mod sse;

@@ -3,8 +3,8 @@
 //! Order of checks on a POST: route (503 no bundle, 404 unknown) → `Origin` (403) → bearer token
 //! (401 with the resource-metadata pointer) → body (413, 400 -32700/-32600) → protocol version (400
 //! -32022) → `initialize` (answered here) → session (400 missing, 404 unknown) → method. Every POST
-//! and DELETE of a known tenant yields exactly one audit event, whatever the outcome. See the crate's
-//! README for the reasoning.
+//! and DELETE of a known tenant yields exactly one audit event, whatever the outcome (a streamed
+//! answer's event is emitted when the stream ends). See the crate's README for the reasoning.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,15 +22,16 @@ use gatehouse_bundle::{Decision, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
 use gatehouse_core::jsonrpc::{
-    INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED, UPSTREAM_ERROR,
-    error_response, result_response,
+    INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED, error_response,
+    result_response,
 };
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use crate::relay::{self, PostEnd};
 use crate::routes::{MAX_BODY_BYTES, check_origin, error};
 use crate::session::{Session, ToolRoute, close_upstreams};
-use crate::upstream::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, UpstreamError};
+use crate::upstream::{Answer, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Target, UpstreamError};
 use crate::{Gateway, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, VERSION, now_ms};
 
 /// JSON-RPC code for an unknown session, as the official MCP SDKs use it (with HTTP 404).
@@ -39,8 +40,10 @@ const SESSION_NOT_FOUND: i64 = -32001;
 const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Where 2026-07-28 clients put the protocol version of each request.
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-/// Bound on `tools/list` pages fetched from one upstream.
-const MAX_TOOL_PAGES: usize = 20;
+/// Bound on list pages (`tools/list`, `resources/list`, ...) fetched from one upstream.
+const MAX_LIST_PAGES: usize = 20;
+/// Client capabilities declared upstream: the server-to-client features the gateway relays.
+const RELAYED_CLIENT_CAPABILITIES: [&str; 3] = ["sampling", "elicitation", "roots"];
 /// `clientInfo` strings longer than this are cut before they reach the audit trail.
 const MAX_CLIENT_INFO_CHARS: usize = 200;
 
@@ -94,7 +97,7 @@ impl Gateway {
 }
 
 /// The audit event of one request, filled in while it is handled and emitted at the end.
-struct Record {
+pub(crate) struct Record {
     started: Instant,
     /// Only requests for a tenant this worker serves are audited.
     known: bool,
@@ -143,9 +146,15 @@ impl Record {
         self.event.client_version.clone_from(&session.client_version);
     }
 
-    fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
+    pub(crate) fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
         self.event.outcome = outcome;
         self.event.reason = reason.into();
+    }
+
+    /// Takes the event out, for a stream that emits it when it ends; what stays behind emits nothing.
+    fn detach(&mut self) -> Record {
+        let stays = Record { started: self.started, known: false, event: self.event.clone() };
+        std::mem::replace(self, stays)
     }
 
     async fn emit(mut self, gw: &Gateway) {
@@ -156,15 +165,63 @@ impl Record {
     }
 }
 
-/// `GET /mcp/...`: the server-initiated stream is optional in Streamable HTTP and not offered yet.
-pub(crate) async fn get() -> Response {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::InvalidInput,
-        "this gateway offers no server-initiated stream yet; send requests with POST",
-    );
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+/// `GET /mcp/...`: the session's server-initiated stream, fanned in from the upstreams' GET streams.
+pub(crate) async fn get(
+    State(gw): State<Gateway>,
+    Path((tenant, vs)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut record = Record::new(&tenant, &vs, "GET");
+    let response = handle_get(&gw, &tenant, &vs, &headers, &mut record).await;
+    record.emit(&gw).await;
     response
+}
+
+async fn handle_get(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
+    let Admitted { route, principal, .. } = match admit(gw, tenant, vs, headers, record) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.response(gw, tenant, vs),
+    };
+    if let Some(response) = version_refusal(headers, None, record) {
+        return response;
+    }
+    let session = match session_of(gw, headers, tenant, vs, &principal) {
+        Ok(session) => session,
+        Err(problem) => {
+            record.outcome(Outcome::Invalid, problem.message().to_owned());
+            return error(problem.status(), problem.code(), problem.message());
+        }
+    };
+    record.session(&session);
+    // `Last-Event-ID` names one upstream's event: that upstream resumes from it, the others start fresh.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(relay::parse_event_id);
+    let session = &session;
+    let opened = join_all(route.upstreams.iter().enumerate().map(|(index, (server, url))| async move {
+        let slot = session.upstream_slot(server);
+        let target = Target { slot: &slot, url, capabilities: &session.capabilities };
+        let last = resume.filter(|(i, _)| *i == index).map(|(_, e)| e);
+        (index, server, gw.inner().upstreams.open_stream(target, last).await)
+    }))
+    .await;
+    let mut streams = Vec::new();
+    for (index, server, result) in opened {
+        match result {
+            Ok(Some(stream)) => streams.push((index, stream)),
+            Ok(None) => {}
+            Err(e) => warn!(server = %server, "could not open the upstream's GET stream: {e}"),
+        }
+    }
+    if streams.is_empty() {
+        let why = "none of this virtual server's upstreams offers a server-initiated stream; send requests with POST";
+        record.outcome(Outcome::Invalid, why.to_owned());
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidInput, why);
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        return response;
+    }
+    record.outcome(Outcome::Allowed, None);
+    let (tx, rx) = relay::channel();
+    tokio::spawn(relay::pump_get(streams, tx));
+    relay::sse_response(rx)
 }
 
 /// `POST /mcp/...`: one JSON-RPC message.
@@ -201,6 +258,9 @@ async fn handle_delete(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap
         Ok(admitted) => admitted.principal,
         Err(refusal) => return refusal.response(gw, tenant, vs),
     };
+    if let Some(response) = version_refusal(headers, None, record) {
+        return response;
+    }
     let session = match session_of(gw, headers, tenant, vs, &principal) {
         Ok(session) => session,
         Err(problem) => {
@@ -249,26 +309,17 @@ async fn handle_post(
             return rpc(StatusCode::BAD_REQUEST, error_response(None, code, &why, Some(ErrorCode::InvalidInput)));
         }
     };
-    let Message { id, method, params, .. } = message;
+    let Message { id, method, params, result, error: failure, .. } = message;
     // Client responses (to server requests) have no method; audit them as such.
     record.event.method = method.clone().unwrap_or_else(|| "response".to_owned());
 
     if let Some(why) = unsupported_version(headers, method.as_deref(), params.as_ref()) {
         record.outcome(Outcome::Invalid, why);
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": UNSUPPORTED_PROTOCOL_VERSION,
-                "message": "Unsupported protocol version",
-                "data": { "supported": SUPPORTED_PROTOCOL_VERSIONS },
-            },
-        });
-        return rpc(StatusCode::BAD_REQUEST, body);
+        return rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id.as_ref()));
     }
 
     if let (Some("initialize"), Some(id)) = (method.as_deref(), id.as_ref()) {
-        return initialize(gw, tenant, vs, &principal, params.as_ref(), id, record);
+        return initialize(gw, tenant, vs, &route, &principal, params.as_ref(), id, record).await;
     }
 
     let session = match session_of(gw, headers, tenant, vs, &principal) {
@@ -282,12 +333,12 @@ async fn handle_post(
     record.session(&session);
     debug!(session = %session.id, protocol = %session.protocol_version, method = %record.event.method, "mcp request");
 
-    let (Some(method), Some(id)) = (method, id) else {
-        // Notifications and responses need no answer. They are not forwarded: the gateway's upstream
-        // sessions are its own, and the only client notification that matters today
-        // (`notifications/initialized`) was already sent upstream when each session was opened.
-        record.outcome(Outcome::Allowed, None);
-        return StatusCode::ACCEPTED.into_response();
+    let Some(method) = method else {
+        // A response to a server request that reached the client through the gateway.
+        return client_response(gw, &route, &session, id, result, failure, record).await;
+    };
+    let Some(id) = id else {
+        return client_notification(gw, &route, &session, &method, params, record).await;
     };
     let answer = match method.as_str() {
         "ping" => {
@@ -295,14 +346,145 @@ async fn handle_post(
             result_response(&id, json!({}))
         }
         "tools/list" => tools_list(gw, &policy, &route, &session, &principal, &id, record).await,
-        "tools/call" => tools_call(gw, &policy, &route, &session, &principal, &id, params, record).await,
+        "tools/call" => return tools_call(gw, &policy, &route, &session, &principal, &id, params, record).await,
+        "resources/list" => crate::features::resources_list(gw, &route, &session, &id, record).await,
+        "resources/templates/list" => crate::features::templates_list(gw, &route, &session, &id, record).await,
+        "prompts/list" => crate::features::prompts_list(gw, &route, &session, &id, record).await,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
+            return crate::features::routed(gw, &route, &session, &id, &method, params, record).await;
+        }
+        "logging/setLevel" => crate::features::set_level(gw, &route, &session, &id, params, record).await,
         other => {
-            let why = format!("method '{other}' is not supported: this gateway serves tools only");
+            let why = format!("method '{other}' is not supported by this gateway");
             record.outcome(Outcome::Invalid, why.clone());
             error_response(Some(&id), METHOD_NOT_FOUND, &why, None)
         }
     };
     rpc(StatusCode::OK, answer)
+}
+
+/// The 400 -32022 answer to a request in a protocol version the gateway does not speak.
+fn unsupported_version_error(id: Option<&Id>) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": UNSUPPORTED_PROTOCOL_VERSION,
+            "message": "Unsupported protocol version",
+            "data": { "supported": SUPPORTED_PROTOCOL_VERSIONS },
+        },
+    })
+}
+
+/// The refusal of a GET or DELETE whose `MCP-Protocol-Version` the gateway does not speak.
+fn version_refusal(headers: &HeaderMap, id: Option<&Id>, record: &mut Record) -> Option<Response> {
+    let why = unsupported_version(headers, None, None)?;
+    record.outcome(Outcome::Invalid, why);
+    Some(rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id)))
+}
+
+/// A client notification: `notifications/cancelled` goes to the upstream serving that request,
+/// `notifications/progress` (about a server request) to the upstream that asked, and
+/// `notifications/roots/list_changed` to every upstream. Others (`notifications/initialized`) stay
+/// here: the upstream sessions are the gateway's, and were initialized when they were opened.
+async fn client_notification(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+    method: &str,
+    params: Option<Value>,
+    record: &mut Record,
+) -> Response {
+    let mut params = params.unwrap_or_else(|| json!({}));
+    let targets: Vec<&str> = match method {
+        "notifications/cancelled" => {
+            let request = params.get("requestId").cloned().and_then(|r| serde_json::from_value::<Id>(r).ok());
+            match request.and_then(|r| session.in_flight(&r).map(|server| (r, server))) {
+                Some((request, server)) => {
+                    params["requestId"] = relay::upstream_request_id(&request);
+                    route.upstreams.iter().filter(|(s, _)| *s == server).map(|(s, _)| s.as_str()).collect()
+                }
+                None => Vec::new(), // finished already, or never seen: nothing to cancel
+            }
+        }
+        "notifications/progress" => {
+            let token = params.get("progressToken").and_then(relay::from_client);
+            match token.and_then(|(index, token)| route.upstreams.get(index).map(|(s, _)| (s, token))) {
+                Some((server, token)) => {
+                    params["progressToken"] = token;
+                    vec![server.as_str()]
+                }
+                None => Vec::new(),
+            }
+        }
+        "notifications/roots/list_changed" => route.upstreams.iter().map(|(s, _)| s.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+    let failures = send_upstream(gw, route, session, &targets, &message).await;
+    match failures {
+        Some(why) => record.outcome(Outcome::UpstreamError, why),
+        None => record.outcome(Outcome::Allowed, None),
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The client's answer to a server request: back to the upstream that asked, under its own id.
+async fn client_response(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+    id: Option<Id>,
+    result: Option<Value>,
+    failure: Option<Value>,
+    record: &mut Record,
+) -> Response {
+    let origin = id.as_ref().and_then(|id| relay::from_client(&json!(id)));
+    let Some((server, upstream_id)) =
+        origin.and_then(|(index, upstream_id)| route.upstreams.get(index).map(|(s, _)| (s.as_str(), upstream_id)))
+    else {
+        let why = "this response answers no request the gateway relayed";
+        record.outcome(Outcome::Invalid, why.to_owned());
+        return rpc(StatusCode::BAD_REQUEST, error_response(None, INVALID_REQUEST, why, Some(ErrorCode::InvalidInput)));
+    };
+    record.event.upstream_server = Some(server.to_owned());
+    let mut message = json!({ "jsonrpc": "2.0", "id": upstream_id });
+    match (result, failure) {
+        (Some(result), _) => message["result"] = result,
+        (None, Some(failure)) => message["error"] = failure,
+        (None, None) => {}
+    }
+    match send_upstream(gw, route, session, &[server], &message).await {
+        Some(why) => record.outcome(Outcome::UpstreamError, why),
+        None => record.outcome(Outcome::Allowed, None),
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Sends one message (notification or response) to each of `servers`, in parallel; the failures, if any.
+async fn send_upstream(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+    servers: &[&str],
+    message: &Value,
+) -> Option<String> {
+    let sent = join_all(servers.iter().filter_map(|server| {
+        let url = route.upstreams.iter().find(|(s, _)| s == server).map(|(_, u)| u.as_str())?;
+        Some(async move {
+            let slot = session.upstream_slot(server);
+            let target = Target { slot: &slot, url, capabilities: &session.capabilities };
+            gw.inner().upstreams.send(target, message).await.map_err(|e| format!("upstream server '{server}': {e}"))
+        })
+    }))
+    .await;
+    let failures: Vec<String> = sent.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        return None;
+    }
+    let why = failures.join("; ");
+    warn!("could not relay a client message: {why}");
+    Some(why)
 }
 
 /// A request that passed routing, `Origin` and authentication.
@@ -450,11 +632,15 @@ fn unsupported_version(headers: &HeaderMap, method: Option<&str>, params: Option
     None
 }
 
-/// Answers `initialize` and opens a session. Upstream sessions are opened later, on first use.
-fn initialize(
+/// Answers `initialize` and opens a session, and opens its upstream sessions (in parallel) so that
+/// the capabilities advertised are exactly what the upstreams offer. An upstream that cannot be
+/// opened now is left out of them (and tried again on first use).
+#[allow(clippy::too_many_arguments)] // the request's whole context
+async fn initialize(
     gw: &Gateway,
     tenant: &str,
     vs: &str,
+    route: &VirtualServerRoute,
     principal: &Principal,
     params: Option<&Value>,
     id: &Id,
@@ -469,13 +655,42 @@ fn initialize(
             .and_then(Value::as_str)
             .map(|s| s.chars().take(MAX_CLIENT_INFO_CHARS).collect::<String>())
     };
-    let session = Session::new(tenant, vs, &principal.user_id, client_info("name"), client_info("version"), version);
+    // Declared upstream: only the server-to-client features the gateway relays.
+    let mut capabilities = serde_json::Map::new();
+    if let Some(Value::Object(declared)) = params.and_then(|p| p.get("capabilities")) {
+        for (name, value) in declared {
+            if RELAYED_CLIENT_CAPABILITIES.contains(&name.as_str()) {
+                capabilities.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let session = Session::new(
+        tenant,
+        vs,
+        &principal.user_id,
+        client_info("name"),
+        client_info("version"),
+        version,
+        Value::Object(capabilities),
+    );
     let session = gw.inner().sessions.insert(session);
     record.session(&session);
+    let session_ref = &session;
+    let opened = join_all(route.upstreams.iter().map(|(server, url)| async move {
+        let slot = session_ref.upstream_slot(server);
+        let target = Target { slot: &slot, url, capabilities: &session_ref.capabilities };
+        let result = gw.inner().upstreams.established(target).await;
+        if let Err(e) = &result {
+            warn!(server = %server, "could not open an upstream session at initialize: {e}");
+        }
+        result.ok()
+    }))
+    .await;
+    let upstream_capabilities: Vec<&Value> = opened.iter().flatten().map(|u| &u.capabilities).collect();
     record.outcome(Outcome::Allowed, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": false } },
+        "capabilities": merge_capabilities(&upstream_capabilities),
         "serverInfo": { "name": format!("gatehouse/{vs}"), "version": VERSION },
         "instructions": format!(
             "Gatehouse virtual server '{vs}': the tools of its upstream servers that your access roles grant you."
@@ -486,6 +701,35 @@ fn initialize(
         response.headers_mut().insert(MCP_SESSION_ID, value);
     }
     response
+}
+
+/// The capabilities the gateway advertises: tools always; resources, prompts, completions and
+/// logging when at least one upstream offers them; each flag (`listChanged`, `subscribe`) when one
+/// of those upstreams sets it.
+fn merge_capabilities(upstreams: &[&Value]) -> Value {
+    fn offering<'a>(upstreams: &'a [&'a Value], name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        upstreams.iter().filter_map(move |c| c.get(name).filter(|v| !v.is_null()))
+    }
+    let flag =
+        |name: &str, flag: &str| offering(upstreams, name).any(|c| c.get(flag).and_then(Value::as_bool) == Some(true));
+    let offering = |name| offering(upstreams, name);
+    let mut merged = serde_json::Map::new();
+    merged.insert("tools".into(), json!({ "listChanged": flag("tools", "listChanged") }));
+    if offering("resources").next().is_some() {
+        merged.insert(
+            "resources".into(),
+            json!({ "subscribe": flag("resources", "subscribe"), "listChanged": flag("resources", "listChanged") }),
+        );
+    }
+    if offering("prompts").next().is_some() {
+        merged.insert("prompts".into(), json!({ "listChanged": flag("prompts", "listChanged") }));
+    }
+    for name in ["completions", "logging"] {
+        if offering(name).next().is_some() {
+            merged.insert(name.into(), json!({}));
+        }
+    }
+    Value::Object(merged)
 }
 
 /// Why a request's session cannot be used.
@@ -539,19 +783,19 @@ fn session_of(
     Ok(session)
 }
 
-/// One upstream tool as the client sees it.
-struct Listed {
+/// One upstream tool (or prompt) as the client sees it.
+pub(crate) struct Listed {
     /// The name shown to the client.
-    exposed: String,
-    route: ToolRoute,
+    pub exposed: String,
+    pub route: ToolRoute,
     /// The tool definition, with `name` set to `exposed`.
-    tool: Value,
+    pub tool: Value,
 }
 
 /// An upstream that failed, for the -32004 answer.
-struct UpstreamFailure {
-    server: String,
-    error: UpstreamError,
+pub(crate) struct UpstreamFailure {
+    pub server: String,
+    pub error: UpstreamError,
 }
 
 async fn tools_list(
@@ -587,33 +831,34 @@ async fn tools_call(
     gw: &Gateway,
     policy: &TenantPolicy,
     route: &VirtualServerRoute,
-    session: &Session,
+    session: &Arc<Session>,
     principal: &Principal,
     id: &Id,
     params: Option<Value>,
     record: &mut Record,
-) -> Value {
+) -> Response {
+    let ok = |body| rpc(StatusCode::OK, body);
     let (mut params, name) = match params {
         Some(params) => match params.get("name").and_then(Value::as_str).map(str::to_owned) {
             Some(name) => (params, name),
-            None => return invalid_params(id, "tools/call needs params.name, the tool's name", record),
+            None => return ok(invalid_params(id, "tools/call needs params.name, the tool's name", record)),
         },
-        None => return invalid_params(id, "tools/call needs params with the tool's name", record),
+        None => return ok(invalid_params(id, "tools/call needs params with the tool's name", record)),
     };
     record.event.tool = Some(name.clone());
-    let (target, url) = match resolve(gw, route, session, &name).await {
+    let target = match resolve(gw, route, session, &name).await {
         Ok(Some(found)) => found,
         Ok(None) => {
             let why = format!("unknown tool '{name}'; call tools/list to see the tools you may use");
-            return invalid_params(id, &why, record);
+            return ok(invalid_params(id, &why, record));
         }
-        Err(failure) => return upstream_failed(id, failure, record),
+        Err(failure) => return ok(upstream_failed(id, failure, record)),
     };
     record.event.upstream_server = Some(target.server.clone());
     record.event.tool = Some(target.name.clone());
     if let Decision::Deny { reason } = policy.authorize_tool(&principal.user_id, &target.server, &target.name) {
         record.outcome(Outcome::Denied, reason.clone());
-        return json!({
+        return ok(json!({
             "jsonrpc": "2.0",
             "id": id,
             "error": {
@@ -621,16 +866,41 @@ async fn tools_call(
                 "message": reason,
                 "data": { "code": ErrorCode::ToolNotGranted.as_str(), "tool": name },
             },
-        });
+        }));
     }
     // Forward the client's params (arguments, `_meta`) as they are, under the upstream's tool name.
     // Only the body goes upstream: the client's Authorization header never does.
     if let Some(object) = params.as_object_mut() {
         object.insert("name".to_owned(), Value::String(target.name.clone()));
     }
-    let slot = session.upstream_slot(&target.server);
-    match gw.inner().upstreams.request(&slot, &url, "tools/call", &params).await {
-        Ok(mut response) => {
+    forward(gw, route, session, &target.server, id, "tools/call", Some(&params), record).await
+}
+
+/// Forwards a client request to upstream `server` and relays the answer: JSON as JSON, an event
+/// stream as an event stream (progress, logs and server requests on it reach the client as they
+/// come). The audit event of a streamed answer is emitted when the stream ends.
+#[allow(clippy::too_many_arguments)] // the request's whole context
+pub(crate) async fn forward(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Arc<Session>,
+    server: &str,
+    id: &Id,
+    method: &str,
+    params: Option<&Value>,
+    record: &mut Record,
+) -> Response {
+    record.event.upstream_server = Some(server.to_owned());
+    let Some((index, (_, url))) = route.upstreams.iter().enumerate().find(|(_, (s, _))| s == server) else {
+        let error = UpstreamError::Protocol("it is no longer part of this virtual server".to_owned());
+        return rpc(StatusCode::OK, upstream_failed(id, UpstreamFailure { server: server.to_owned(), error }, record));
+    };
+    let slot = session.upstream_slot(server);
+    let target = Target { slot: &slot, url, capabilities: &session.capabilities };
+    let in_flight = session.track(id, server);
+    let upstream_id = relay::upstream_request_id(id);
+    match gw.inner().upstreams.forward(target, &upstream_id, method, params).await {
+        Ok(Answer::Json(mut response)) => {
             match response.pointer("/error/message") {
                 Some(message) => {
                     let why = format!("upstream error: {}", message.as_str().unwrap_or("no message"));
@@ -641,9 +911,40 @@ async fn tools_call(
             if let Some(object) = response.as_object_mut() {
                 object.insert("id".to_owned(), json!(id));
             }
-            response
+            rpc(StatusCode::OK, response)
         }
-        Err(error) => upstream_failed(id, UpstreamFailure { server: target.server, error }, record),
+        Ok(Answer::Stream(stream)) => {
+            let mut record = record.detach();
+            let (tx, rx) = relay::channel();
+            let (gw, server, id) = (gw.clone(), server.to_owned(), id.clone());
+            tokio::spawn(async move {
+                let _in_flight = in_flight;
+                let timeout = gw.inner().upstreams.timeout();
+                match relay::pump_post(stream, index, &server, &id, timeout, &tx).await {
+                    PostEnd::Answered(None) => record.outcome(Outcome::Allowed, None),
+                    PostEnd::Answered(Some(message)) => {
+                        record.outcome(Outcome::UpstreamError, format!("upstream error: {message}"));
+                    }
+                    PostEnd::ClientGone => {
+                        record.outcome(Outcome::Allowed, "the client left before the answer".to_owned());
+                    }
+                    PostEnd::Suspended => {
+                        let why = "the upstream paused its stream before the answer; the client may resume it";
+                        record.outcome(Outcome::Allowed, why.to_owned());
+                    }
+                    PostEnd::Failed(message) => {
+                        warn!("{message}");
+                        record.outcome(Outcome::UpstreamError, message);
+                    }
+                }
+                drop(tx);
+                record.emit(&gw).await;
+            });
+            relay::sse_response(rx)
+        }
+        Err(error) => {
+            rpc(StatusCode::OK, upstream_failed(id, UpstreamFailure { server: server.to_owned(), error }, record))
+        }
     }
 }
 
@@ -654,63 +955,87 @@ async fn resolve(
     route: &VirtualServerRoute,
     session: &Session,
     name: &str,
-) -> Result<Option<(ToolRoute, String)>, UpstreamFailure> {
-    let url_of = |target: &ToolRoute| route.upstreams.iter().find(|(s, _)| *s == target.server).map(|(_, u)| u.clone());
-    if let Some(target) = session.tool(name)
-        && let Some(url) = url_of(&target)
-    {
-        return Ok(Some((target, url)));
+) -> Result<Option<ToolRoute>, UpstreamFailure> {
+    let known = |target: &ToolRoute| route.upstreams.iter().any(|(s, _)| *s == target.server);
+    if let Some(target) = session.tool(name).filter(known) {
+        return Ok(Some(target));
     }
     let listed = catalog(gw, route, session).await?;
-    Ok(listed.into_iter().find(|l| l.exposed == name).and_then(|l| url_of(&l.route).map(|url| (l.route, url))))
+    Ok(listed.into_iter().find(|l| l.exposed == name).map(|l| l.route).filter(known))
 }
 
 /// Lists every tool of every upstream of the virtual server (unfiltered), in upstream order, and
 /// remembers the name map in the session. The map holds ungranted tools too, so that calling one
 /// gets a policy denial rather than "unknown tool".
 async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Listed>, UpstreamFailure> {
-    let lists = join_all(route.upstreams.iter().map(|(server, url)| async move {
-        match list_upstream(gw, session, server, url).await {
-            Ok(tools) => Ok((server.clone(), tools)),
-            Err(error) => Err(UpstreamFailure { server: server.clone(), error }),
-        }
-    }))
-    .await;
-    let lists = lists.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let lists = list_all(gw, route, session, "tools", "tools/list", "tools").await?;
     let listed = merge(lists);
     session.set_tools(listed.iter().map(|l| (l.exposed.clone(), l.route.clone())).collect());
     Ok(listed)
 }
 
-/// All pages of one upstream's `tools/list` (bounded).
-async fn list_upstream(gw: &Gateway, session: &Session, server: &str, url: &str) -> Result<Vec<Value>, UpstreamError> {
-    let slot = session.upstream_slot(server);
-    let mut tools = Vec::new();
+/// Lists `key` items (`method`, all pages) of every upstream that offers `capability`, in
+/// parallel, returned in upstream order. One failing upstream fails the whole list.
+pub(crate) async fn list_all(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+    capability: &str,
+    method: &str,
+    key: &str,
+) -> Result<Vec<(String, Vec<Value>)>, UpstreamFailure> {
+    let lists = join_all(route.upstreams.iter().map(|(server, url)| async move {
+        let slot = session.upstream_slot(server);
+        let target = Target { slot: &slot, url, capabilities: &session.capabilities };
+        let listed = async {
+            if !gw.inner().upstreams.established(target).await?.offers(capability) {
+                return Ok(Vec::new());
+            }
+            list_upstream(gw, target, server, method, key).await
+        };
+        match listed.await {
+            Ok(items) => Ok((server.clone(), items)),
+            Err(error) => Err(UpstreamFailure { server: server.clone(), error }),
+        }
+    }))
+    .await;
+    lists.into_iter().collect()
+}
+
+/// All pages of one upstream's list `method` (bounded).
+async fn list_upstream(
+    gw: &Gateway,
+    target: Target<'_>,
+    server: &str,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Value>, UpstreamError> {
+    let mut items = Vec::new();
     let mut params = json!({});
-    for _ in 0..MAX_TOOL_PAGES {
-        let mut response = gw.inner().upstreams.request(&slot, url, "tools/list", &params).await?;
+    for _ in 0..MAX_LIST_PAGES {
+        let mut response = gw.inner().upstreams.request(target, method, &params).await?;
         if let Some(message) = response.pointer("/error/message") {
-            return Err(UpstreamError::Rpc(format!("tools/list failed: {}", message.as_str().unwrap_or("no message"))));
+            return Err(UpstreamError::Rpc(format!("{method} failed: {}", message.as_str().unwrap_or("no message"))));
         }
         let Some(result) = response.get_mut("result") else {
-            return Err(UpstreamError::Protocol("tools/list answered without a result".to_owned()));
+            return Err(UpstreamError::Protocol(format!("{method} answered without a result")));
         };
-        if let Some(Value::Array(page)) = result.get_mut("tools").map(Value::take) {
-            tools.extend(page);
+        if let Some(Value::Array(page)) = result.get_mut(key).map(Value::take) {
+            items.extend(page);
         }
         match result.get("nextCursor").and_then(Value::as_str) {
             Some(cursor) => params = json!({ "cursor": cursor }),
-            None => return Ok(tools),
+            None => return Ok(items),
         }
     }
-    warn!(server, "tools/list still had more pages after {MAX_TOOL_PAGES}; using those");
-    Ok(tools)
+    warn!(server, "{method} still had more pages after {MAX_LIST_PAGES}; using those");
+    Ok(items)
 }
 
 /// Merges the upstreams' tool lists in order. A name that more than one upstream uses is exposed as
 /// `{server}__{tool}` for each of them, so none is hidden behind another; other names stay as they
 /// are. Names are chosen from the unfiltered lists, so a tool keeps its name when grants change.
-fn merge(lists: Vec<(String, Vec<Value>)>) -> Vec<Listed> {
+pub(crate) fn merge(lists: Vec<(String, Vec<Value>)>) -> Vec<Listed> {
     let name_of = |tool: &Value| tool.get("name").and_then(Value::as_str).map(str::to_owned);
     let mut uses: HashMap<String, usize> = HashMap::new();
     for tool in lists.iter().flat_map(|(_, tools)| tools) {
@@ -741,30 +1066,22 @@ fn merge(lists: Vec<(String, Vec<Value>)>) -> Vec<Listed> {
     merged
 }
 
-fn invalid_params(id: &Id, why: &str, record: &mut Record) -> Value {
+pub(crate) fn invalid_params(id: &Id, why: &str, record: &mut Record) -> Value {
     record.outcome(Outcome::Invalid, why.to_owned());
     error_response(Some(id), INVALID_PARAMS, why, None)
 }
 
-fn upstream_failed(id: &Id, failure: UpstreamFailure, record: &mut Record) -> Value {
+pub(crate) fn upstream_failed(id: &Id, failure: UpstreamFailure, record: &mut Record) -> Value {
     let UpstreamFailure { server, error } = failure;
     let message = format!("upstream server '{server}' is unavailable: {error}");
     warn!("{message}");
     record.event.upstream_server.get_or_insert_with(|| server.clone());
     record.outcome(Outcome::UpstreamError, message.clone());
-    json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {
-            "code": UPSTREAM_ERROR,
-            "message": message,
-            "data": { "code": ErrorCode::UpstreamUnavailable.as_str(), "server": server },
-        },
-    })
+    relay::upstream_error(Some(id), &server, &message)
 }
 
-/// A JSON-RPC answer. Always `application/json`: the gateway buffers upstream streams.
-fn rpc(status: StatusCode, body: Value) -> Response {
+/// A JSON-RPC answer as `application/json` (streamed answers go through `relay::sse_response`).
+pub(crate) fn rpc(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 

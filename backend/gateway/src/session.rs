@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use gatehouse_core::jsonrpc::Id;
+use serde_json::Value;
 use tracing::debug;
 
 use crate::now_ms;
@@ -22,7 +24,7 @@ const IDLE_TIMEOUT_MS: i64 = 60 * 60 * 1000;
 /// How often idle sessions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Where an exposed tool name leads.
+/// Where an exposed tool or prompt name leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ToolRoute {
     /// Upstream server slug.
@@ -49,11 +51,20 @@ pub(crate) struct Session {
     pub client_version: Option<String>,
     /// The protocol version negotiated with the client.
     pub protocol_version: String,
+    /// The client's `initialize` capabilities, declared to every upstream.
+    pub capabilities: Value,
     last_used_ms: AtomicI64,
     /// Per upstream server slug. A std lock: only held to find or add a slot, never across an await.
     upstreams: Mutex<HashMap<String, Arc<UpstreamSlot>>>,
     /// Exposed tool name → upstream tool, as of the latest `tools/list` of this session.
     tools: ArcSwap<HashMap<String, ToolRoute>>,
+    /// Exposed prompt name → upstream prompt, as of the latest `prompts/list`.
+    prompts: ArcSwap<HashMap<String, ToolRoute>>,
+    /// Resource URI → upstream server slug, as of the latest `resources/list`.
+    resources: ArcSwap<HashMap<String, String>>,
+    /// Client request id → upstream server slug, for requests in flight (so that
+    /// `notifications/cancelled` reaches the right upstream). A std lock, never held across an await.
+    in_flight: Mutex<HashMap<Id, String>>,
 }
 
 impl Session {
@@ -65,6 +76,7 @@ impl Session {
         client_name: Option<String>,
         client_version: Option<String>,
         protocol_version: &str,
+        capabilities: Value,
     ) -> Self {
         Self {
             // Two v4 UUIDs: 244 random bits from the OS generator, so ids cannot be guessed.
@@ -75,10 +87,46 @@ impl Session {
             client_name,
             client_version,
             protocol_version: protocol_version.to_owned(),
+            capabilities,
             last_used_ms: AtomicI64::new(now_ms()),
             upstreams: Mutex::new(HashMap::new()),
             tools: ArcSwap::from_pointee(HashMap::new()),
+            prompts: ArcSwap::from_pointee(HashMap::new()),
+            resources: ArcSwap::from_pointee(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where exposed prompt `name` leads, as of the latest listing.
+    pub(crate) fn prompt(&self, name: &str) -> Option<ToolRoute> {
+        self.prompts.load().get(name).cloned()
+    }
+
+    /// Replaces the prompt map after a listing.
+    pub(crate) fn set_prompts(&self, prompts: HashMap<String, ToolRoute>) {
+        self.prompts.store(Arc::new(prompts));
+    }
+
+    /// The upstream server of resource `uri`, as of the latest listing.
+    pub(crate) fn resource(&self, uri: &str) -> Option<String> {
+        self.resources.load().get(uri).cloned()
+    }
+
+    /// Replaces the resource map after a listing.
+    pub(crate) fn set_resources(&self, resources: HashMap<String, String>) {
+        self.resources.store(Arc::new(resources));
+    }
+
+    /// Records that client request `id` is being served by upstream `server`, until the returned
+    /// guard is dropped.
+    pub(crate) fn track(self: &Arc<Self>, id: &Id, server: &str) -> InFlight {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), server.to_owned());
+        InFlight { session: Arc::clone(self), id: id.clone() }
+    }
+
+    /// The upstream serving client request `id`, if it is in flight.
+    pub(crate) fn in_flight(&self, id: &Id) -> Option<String> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
     /// The slot of upstream `server`, created on first use.
@@ -102,10 +150,22 @@ impl Session {
     }
 
     /// The established upstream sessions (skipping one whose handshake is under way right now).
-    fn established_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
+    pub(crate) fn established_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
         let slots: Vec<Arc<UpstreamSlot>> =
             self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         slots.iter().filter_map(|slot| slot.try_lock().ok().and_then(|s| s.clone())).collect()
+    }
+}
+
+/// Marks a client request as in flight; dropping it (answer sent, stream ended, client gone) ends that.
+pub(crate) struct InFlight {
+    session: Arc<Session>,
+    id: Id,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.session.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }
 

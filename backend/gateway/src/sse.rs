@@ -1,10 +1,21 @@
-//! A minimal Server-Sent Events parser: enough to read the JSON-RPC messages an MCP server streams in
-//! answer to a POST (the `data` of each event). `event`, `id` and `retry` fields are ignored, since the
-//! gateway does not resume upstream streams.
+//! A minimal Server-Sent Events parser: enough to read the JSON-RPC messages an MCP server streams
+//! (the `data` of each event) with the `id` and `retry` fields that resumability needs. The `event`
+//! field is ignored: MCP only uses the default type.
 
 /// An event grew past the parser's limit.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TooLarge;
+
+/// One complete event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Event {
+    /// The `id` field, if the event had one.
+    pub id: Option<String>,
+    /// The `data` lines, joined with `\n`; empty for an event without data (a priming event).
+    pub data: String,
+    /// The `retry` field (milliseconds), if any.
+    pub retry: Option<u64>,
+}
 
 /// Incremental parser: feed it chunks as they arrive, get complete events' data back.
 #[derive(Debug)]
@@ -12,6 +23,8 @@ pub(crate) struct SseParser {
     line: Vec<u8>,
     data: String,
     has_data: bool,
+    id: Option<String>,
+    retry: Option<u64>,
     /// The previous chunk ended in `\r`: a `\n` at the start of this one belongs to that line end.
     after_cr: bool,
     max_event_bytes: usize,
@@ -20,11 +33,20 @@ pub(crate) struct SseParser {
 impl SseParser {
     /// A parser that refuses events (and lines) larger than `max_event_bytes`.
     pub(crate) fn new(max_event_bytes: usize) -> Self {
-        Self { line: Vec::new(), data: String::new(), has_data: false, after_cr: false, max_event_bytes }
+        Self {
+            line: Vec::new(),
+            data: String::new(),
+            has_data: false,
+            id: None,
+            retry: None,
+            after_cr: false,
+            max_event_bytes,
+        }
     }
 
-    /// Feeds bytes; returns the data of every event completed by them.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, TooLarge> {
+    /// Feeds bytes; returns every event completed by them. Events with neither data nor an id
+    /// (keep-alives) are not returned.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<Event>, TooLarge> {
         let mut events = Vec::new();
         let mut rest = bytes;
         if self.after_cr && rest.first() == Some(&b'\n') {
@@ -51,11 +73,15 @@ impl SseParser {
         Ok(events)
     }
 
-    fn end_line(&mut self, events: &mut Vec<String>) -> Result<(), TooLarge> {
+    fn end_line(&mut self, events: &mut Vec<Event>) -> Result<(), TooLarge> {
         let line = std::mem::take(&mut self.line);
         if line.is_empty() {
-            if self.has_data {
-                events.push(std::mem::take(&mut self.data));
+            if self.has_data || self.id.is_some() || self.retry.is_some() {
+                events.push(Event {
+                    id: self.id.take(),
+                    data: std::mem::take(&mut self.data),
+                    retry: self.retry.take(),
+                });
                 self.has_data = false;
             }
             return Ok(());
@@ -77,6 +103,13 @@ impl SseParser {
             if self.data.len() > self.max_event_bytes {
                 return Err(TooLarge);
             }
+        } else if field == b"id" {
+            // An id with NUL is ignored, as the SSE specification says.
+            if !value.contains(&0) {
+                self.id = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        } else if field == b"retry" {
+            self.retry = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
         }
         Ok(())
     }
@@ -89,9 +122,13 @@ mod tests {
     #[test]
     fn events_across_chunks_and_line_endings() {
         let mut p = SseParser::new(1024);
-        assert_eq!(p.push(b": keep-alive\n\nevent: message\nda").unwrap(), Vec::<String>::new());
-        assert_eq!(p.push(b"ta: {\"a\":1}\r").unwrap(), Vec::<String>::new());
-        assert_eq!(p.push(b"\n\r\ndata:x\ndata: y\r\rdata\n\n").unwrap(), vec!["{\"a\":1}", "x\ny", ""]);
+        let data = |events: Vec<Event>| events.into_iter().map(|e| e.data).collect::<Vec<_>>();
+        assert_eq!(data(p.push(b": keep-alive\n\nevent: message\nda").unwrap()), Vec::<String>::new());
+        assert_eq!(data(p.push(b"ta: {\"a\":1}\r").unwrap()), Vec::<String>::new());
+        assert_eq!(data(p.push(b"\n\r\ndata:x\ndata: y\r\rdata\n\n").unwrap()), vec!["{\"a\":1}", "x\ny", ""]);
+        let primed = p.push(b"id: 7_a\nretry: 500\ndata:\n\nid: 8\ndata: {}\n\n").unwrap();
+        assert_eq!(primed[0], Event { id: Some("7_a".into()), data: String::new(), retry: Some(500) });
+        assert_eq!(primed[1], Event { id: Some("8".into()), data: "{}".into(), retry: None });
     }
 
     #[test]

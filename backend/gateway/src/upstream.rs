@@ -3,12 +3,15 @@
 //! Each client session gets its own upstream session per upstream server, opened on first use:
 //! `initialize`, remember the upstream's `Mcp-Session-Id`, `notifications/initialized`; after that every
 //! request carries `Mcp-Session-Id` and `MCP-Protocol-Version`. An upstream that answers 404 has
-//! forgotten the session: it is opened again and the request retried once.
+//! forgotten the session: it is opened again and the request retried once. A client's requests are
+//! forwarded with [`Upstreams::forward`], which hands an event-stream answer back unread so that
+//! `relay` can stream it through; the gateway's own requests ([`Upstreams::request`]) are buffered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderName;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Serialize;
@@ -36,6 +39,15 @@ pub(crate) struct UpstreamSession {
     pub session_id: Option<String>,
     /// The protocol version the upstream chose.
     pub protocol_version: String,
+    /// The `capabilities` of the upstream's initialize result.
+    pub capabilities: Value,
+}
+
+impl UpstreamSession {
+    /// True if the upstream advertised server capability `name` (`tools`, `resources`, ...).
+    pub(crate) fn offers(&self, name: &str) -> bool {
+        self.capabilities.get(name).is_some_and(|c| !c.is_null())
+    }
 }
 
 /// Why an upstream exchange failed, phrased to follow "upstream server 'x' is unavailable: ".
@@ -55,33 +67,44 @@ pub(crate) enum UpstreamError {
     Rpc(String),
 }
 
+/// Where a request goes: the slot holding the upstream session, the upstream's URL, and the client
+/// capabilities to declare when the session has to be opened.
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub slot: &'a UpstreamSlot,
+    pub url: &'a str,
+    /// The client's `initialize` capabilities, declared upstream so that servers offer what the
+    /// client can do (sampling, elicitation, roots).
+    pub capabilities: &'a Value,
+}
+
+/// The upstream's answer to a forwarded request.
+pub(crate) enum Answer {
+    /// A JSON body: the response message (with the id the gateway sent).
+    Json(Value),
+    /// An event stream, not read yet; its events carry the response and whatever comes before it.
+    Stream(reqwest::Response),
+}
+
 /// The MCP client side. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Upstreams {
     http: reqwest::Client,
     timeout: Duration,
-    /// Request ids the gateway uses upstream; client ids are restored on the way back, so ids of
-    /// different clients and the gateway's own requests never mix.
+    /// Request ids the gateway uses upstream for its own requests (numbers); requests forwarded for
+    /// a client carry a string id derived from the client's (see `relay`), so the two never mix.
     next_id: Arc<AtomicI64>,
 }
 
-/// A request as sent upstream, serialised from borrowed parts so a retry needs no copy.
+/// A message as sent upstream, serialised from borrowed parts so a retry needs no copy.
 #[derive(Serialize)]
 struct Outgoing<'a> {
     jsonrpc: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<i64>,
+    id: Option<&'a Value>,
     method: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     params: Option<&'a Value>,
-}
-
-/// What came back from one POST.
-struct Reply {
-    /// The JSON-RPC response (absent for notifications).
-    message: Option<Value>,
-    /// The `Mcp-Session-Id` response header.
-    session_id: Option<String>,
 }
 
 impl Upstreams {
@@ -90,109 +113,172 @@ impl Upstreams {
         Self { http, timeout, next_id: Arc::new(AtomicI64::new(1)) }
     }
 
-    /// Sends request `method` to the upstream at `url` on the session kept in `slot` (opened or
-    /// re-opened as needed). Returns the upstream's JSON-RPC response object, with the gateway's id.
+    /// The bound on one exchange (and, on streams, on the silence between two events).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The gateway's own request `method` (answer buffered). Returns the upstream's JSON-RPC
+    /// response object, with the gateway's id.
     pub(crate) async fn request(
         &self,
-        slot: &UpstreamSlot,
-        url: &str,
+        target: Target<'_>,
         method: &str,
         params: &Value,
     ) -> Result<Value, UpstreamError> {
-        let session = self.session(slot, url, None).await?;
-        let reply = match self.exchange(url, Some(&session), method, Some(params)).await {
-            Err(UpstreamError::SessionExpired) => {
-                let session = self.session(slot, url, Some(&session)).await?;
-                self.exchange(url, Some(&session), method, Some(params)).await?
-            }
-            other => other?,
+        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let body = encode(Some(&id), method, Some(params))?;
+        let work = async {
+            let response = self.post_on_session(target, body).await?;
+            read_answer(response, &id).await
         };
-        reply.message.ok_or_else(|| UpstreamError::Protocol("no response".into()))
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
     }
 
-    /// The session in `slot`, opening one if there is none, if it is for another URL, or if it is
+    /// Forwards a client's request under upstream id `id`. A JSON answer is read (bounded by the
+    /// timeout); an event stream is handed back unread, to be relayed as it comes.
+    pub(crate) async fn forward(
+        &self,
+        target: Target<'_>,
+        id: &Value,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Result<Answer, UpstreamError> {
+        let body = encode(Some(id), method, params)?;
+        let work = async {
+            let response = self.post_on_session(target, body).await?;
+            if is_event_stream(&response) {
+                return Ok(Answer::Stream(response));
+            }
+            read_answer(response, id).await.map(Answer::Json)
+        };
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// Sends a notification (or a client's response, when `message` is one) on the session; the
+    /// upstream answers 202.
+    pub(crate) async fn send(&self, target: Target<'_>, message: &Value) -> Result<(), UpstreamError> {
+        let body = serde_json::to_vec(message).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let work = self.post_on_session(target, Bytes::from(body));
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?.map(drop)
+    }
+
+    /// Opens the upstream's GET stream (resuming after `last_event_id` if given). `None` when the
+    /// upstream offers none (405) or refuses another one (409 and other 4xx).
+    pub(crate) async fn open_stream(
+        &self,
+        target: Target<'_>,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<reqwest::Response>, UpstreamError> {
+        let work = async {
+            let session = self.session(target, None).await?;
+            let mut request = self.http.get(target.url).header(ACCEPT, "text/event-stream");
+            request = with_session(request, &session);
+            if let Some(last) = last_event_id {
+                request = request.header("last-event-id", last);
+            }
+            let response = request.send().await.map_err(unreachable)?;
+            let status = response.status();
+            if status.is_success() && is_event_stream(&response) {
+                Ok(Some(response))
+            } else if status.is_client_error() {
+                debug!(url = %target.url, %status, "upstream offers no GET stream");
+                Ok(None)
+            } else {
+                Err(UpstreamError::Status(status.as_u16()))
+            }
+        };
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// The session in the slot, opened if needed (for capabilities).
+    pub(crate) async fn established(&self, target: Target<'_>) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        tokio::time::timeout(self.timeout, self.session(target, None))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// POSTs `body` on the target's session, opening it first if needed and once more if the
+    /// upstream says it forgot it (404). Returns the successful response, unread.
+    async fn post_on_session(&self, target: Target<'_>, body: Bytes) -> Result<reqwest::Response, UpstreamError> {
+        let session = self.session(target, None).await?;
+        match self.post(target.url, Some(&session), body.clone()).await {
+            Err(UpstreamError::SessionExpired) => {
+                let session = self.session(target, Some(&session)).await?;
+                self.post(target.url, Some(&session), body).await
+            }
+            other => other,
+        }
+    }
+
+    /// The session in the slot, opening one if there is none, if it is for another URL, or if it is
     /// `stale` (the upstream said it no longer knows it).
     async fn session(
         &self,
-        slot: &UpstreamSlot,
-        url: &str,
+        target: Target<'_>,
         stale: Option<&Arc<UpstreamSession>>,
     ) -> Result<Arc<UpstreamSession>, UpstreamError> {
-        let mut current = slot.lock().await;
+        let mut current = target.slot.lock().await;
         if let Some(existing) = current.as_ref()
-            && existing.url == url
+            && existing.url == target.url
             && !stale.is_some_and(|s| Arc::ptr_eq(s, existing))
         {
             return Ok(Arc::clone(existing));
         }
-        let fresh = Arc::new(self.initialize(url).await?);
+        let fresh = Arc::new(self.initialize(target.url, target.capabilities).await?);
         *current = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
 
-    async fn initialize(&self, url: &str) -> Result<UpstreamSession, UpstreamError> {
+    async fn initialize(&self, url: &str, capabilities: &Value) -> Result<UpstreamSession, UpstreamError> {
         let params = json!({
             "protocolVersion": LATEST_PROTOCOL_VERSION,
-            "capabilities": {},
+            "capabilities": capabilities,
             "clientInfo": { "name": "gatehouse", "version": VERSION },
         });
-        let reply = self.exchange(url, None, "initialize", Some(&params)).await?;
-        let message = reply.message.unwrap_or_default();
+        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let response = self.post(url, None, encode(Some(&id), "initialize", Some(&params))?).await?;
+        let session_id = response.headers().get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut message = read_answer(response, &id).await?;
         if let Some(error) = message.get("error") {
             let why = error.get("message").and_then(Value::as_str).unwrap_or("no reason given");
             return Err(UpstreamError::Protocol(format!("it refused initialize: {why}")));
         }
         let version =
             message.pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(LATEST_PROTOCOL_VERSION);
-        let session =
-            UpstreamSession { url: url.to_owned(), session_id: reply.session_id, protocol_version: version.to_owned() };
-        self.exchange(url, Some(&session), "notifications/initialized", None).await?;
+        let version = version.to_owned();
+        let capabilities = message.pointer_mut("/result/capabilities").map(Value::take).unwrap_or_else(|| json!({}));
+        let session = UpstreamSession { url: url.to_owned(), session_id, protocol_version: version, capabilities };
+        self.post(url, Some(&session), encode(None, "notifications/initialized", None)?).await?;
         Ok(session)
     }
 
-    /// One POST. A method starting with `notifications/` is sent without id and expects no response.
-    async fn exchange(
+    /// One POST with the MCP headers; statuses other than 2xx become errors (404 on a session:
+    /// [`UpstreamError::SessionExpired`]).
+    async fn post(
         &self,
         url: &str,
         session: Option<&UpstreamSession>,
-        method: &str,
-        params: Option<&Value>,
-    ) -> Result<Reply, UpstreamError> {
-        let id = (!method.starts_with("notifications/")).then(|| self.next_id.fetch_add(1, Ordering::Relaxed));
-        let body = serde_json::to_vec(&Outgoing { jsonrpc: "2.0", id, method, params })
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let work = async {
-            let mut request = self
-                .http
-                .post(url)
-                .header(CONTENT_TYPE, "application/json")
-                .header(ACCEPT, "application/json, text/event-stream")
-                .body(body);
-            if let Some(s) = session {
-                if let Some(sid) = &s.session_id {
-                    request = request.header(MCP_SESSION_ID, sid);
-                }
-                request = request.header(MCP_PROTOCOL_VERSION, &s.protocol_version);
-            }
-            let response = request.send().await.map_err(unreachable)?;
-            let status = response.status();
-            let session_id = response.headers().get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            if status == reqwest::StatusCode::NOT_FOUND && session.is_some_and(|s| s.session_id.is_some()) {
-                return Err(UpstreamError::SessionExpired);
-            }
-            if !status.is_success() {
-                return Err(UpstreamError::Status(status.as_u16()));
-            }
-            let Some(id) = id else { return Ok(Reply { message: None, session_id }) };
-            let sse = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
-            let message = if sse { read_sse(response, id).await? } else { read_json(response, id).await? };
-            Ok(Reply { message: Some(message), session_id })
-        };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
+        body: Bytes,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(body);
+        if let Some(s) = session {
+            request = with_session(request, s);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND && session.is_some_and(|s| s.session_id.is_some()) {
+            return Err(UpstreamError::SessionExpired);
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::Status(status.as_u16()));
+        }
+        Ok(response)
     }
 
     /// Ends an upstream session (HTTP DELETE), best effort.
@@ -212,12 +298,39 @@ impl Upstreams {
     }
 }
 
+fn with_session(mut request: reqwest::RequestBuilder, session: &UpstreamSession) -> reqwest::RequestBuilder {
+    if let Some(sid) = &session.session_id {
+        request = request.header(MCP_SESSION_ID, sid);
+    }
+    request.header(MCP_PROTOCOL_VERSION, &session.protocol_version)
+}
+
+fn encode(id: Option<&Value>, method: &str, params: Option<&Value>) -> Result<Bytes, UpstreamError> {
+    serde_json::to_vec(&Outgoing { jsonrpc: "2.0", id, method, params })
+        .map(Bytes::from)
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))
+}
+
+/// True if the response is `text/event-stream`.
+pub(crate) fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// Reads a JSON or SSE answer (bounded) until the response to request `id`.
+async fn read_answer(response: reqwest::Response, id: &Value) -> Result<Value, UpstreamError> {
+    if is_event_stream(&response) { read_sse(response, id).await } else { read_json(response, id).await }
+}
+
 fn unreachable(e: reqwest::Error) -> UpstreamError {
     UpstreamError::Unreachable(crate::bundles::describe(&e.without_url()))
 }
 
 /// Reads a JSON body (bounded) and picks the response to request `id` out of it.
-async fn read_json(mut response: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+async fn read_json(mut response: reqwest::Response, id: &Value) -> Result<Value, UpstreamError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
@@ -230,16 +343,16 @@ async fn read_json(mut response: reqwest::Response, id: i64) -> Result<Value, Up
     response_to(value, id).ok_or_else(|| UpstreamError::Protocol(format!("no response to request {id}")))
 }
 
-/// Reads an event stream until the response to request `id`. Other messages (progress and log
-/// notifications, server requests) are skipped for now.
-async fn read_sse(mut response: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+/// Reads an event stream until the response to request `id`. Other messages are skipped: this is
+/// only used for the gateway's own requests (lists, initialize), never for a client's.
+async fn read_sse(mut response: reqwest::Response, id: &Value) -> Result<Value, UpstreamError> {
     let mut parser = SseParser::new(MAX_ANSWER_BYTES);
     while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
         let events = parser
             .push(&chunk)
             .map_err(|_| UpstreamError::Protocol(format!("event larger than {MAX_ANSWER_BYTES} bytes")))?;
-        for data in events {
-            if let Some(found) = serde_json::from_str(&data).ok().and_then(|v| response_to(v, id)) {
+        for event in events {
+            if let Some(found) = serde_json::from_str(&event.data).ok().and_then(|v| response_to(v, id)) {
                 return Ok(found);
             }
         }
@@ -248,13 +361,10 @@ async fn read_sse(mut response: reqwest::Response, id: i64) -> Result<Value, Ups
 }
 
 /// The JSON-RPC response with this id in `value` (a message or an array of them).
-fn response_to(value: Value, id: i64) -> Option<Value> {
+fn response_to(value: Value, id: &Value) -> Option<Value> {
     match value {
         Value::Array(items) => items.into_iter().find_map(|item| response_to(item, id)),
-        Value::Object(ref o)
-            if o.get("id").and_then(Value::as_i64) == Some(id)
-                && (o.contains_key("result") || o.contains_key("error")) =>
-        {
+        Value::Object(ref o) if o.get("id") == Some(id) && (o.contains_key("result") || o.contains_key("error")) => {
             Some(value)
         }
         _ => None,
@@ -270,9 +380,10 @@ mod tests {
         let note = json!({"jsonrpc":"2.0","method":"notifications/progress"});
         let other = json!({"jsonrpc":"2.0","id":6,"result":{}});
         let mine = json!({"jsonrpc":"2.0","id":7,"result":{"ok":true}});
-        assert_eq!(response_to(mine.clone(), 7), Some(mine.clone()));
-        assert_eq!(response_to(json!([note.clone(), other.clone(), mine.clone()]), 7), Some(mine));
-        assert_eq!(response_to(note, 7), None);
-        assert_eq!(response_to(other, 7), None);
+        let seven = json!(7);
+        assert_eq!(response_to(mine.clone(), &seven), Some(mine.clone()));
+        assert_eq!(response_to(json!([note.clone(), other.clone(), mine.clone()]), &seven), Some(mine));
+        assert_eq!(response_to(note, &seven), None);
+        assert_eq!(response_to(other, &seven), None);
     }
 }

@@ -154,7 +154,17 @@ async fn authentication_sessions_and_protocol_errors() {
     let init = alice.initialize().await;
     assert_eq!(init.body["result"]["protocolVersion"], "2025-11-25");
     assert_eq!(init.body["result"]["serverInfo"]["name"], "gatehouse/dev");
-    assert_eq!(init.body["result"]["capabilities"], json!({"tools": {"listChanged": false}}));
+    assert_eq!(
+        init.body["result"]["capabilities"],
+        json!({
+            "tools": {"listChanged": false},
+            "resources": {"subscribe": true, "listChanged": false},
+            "prompts": {"listChanged": true},
+            "completions": {},
+            "logging": {},
+        }),
+        "what the upstreams offer, merged"
+    );
     assert_eq!(init.header("content-type"), Some("application/json"));
     for (asked, answered) in [("2025-06-18", "2025-06-18"), ("2025-03-26", "2025-03-26"), ("2099-01-01", "2025-11-25")]
     {
@@ -164,7 +174,7 @@ async fn authentication_sessions_and_protocol_errors() {
         assert!(reply.header("mcp-session-id").is_some());
     }
     assert_eq!(alice.request("ping", json!({})).await.body["result"], json!({}));
-    let unknown = alice.request("resources/list", json!({})).await;
+    let unknown = alice.request("sampling/createMessage", json!({})).await;
     assert_eq!((unknown.status, unknown.rpc_code()), (200, Some(-32601)));
 
     // Missing, unknown and someone else's session.
@@ -225,10 +235,9 @@ async fn authentication_sessions_and_protocol_errors() {
     assert_eq!(evil.status, 403);
     assert_eq!(evil.body["error"]["code"], "FORBIDDEN");
 
-    // GET has no stream yet; DELETE ends the session and its upstream sessions.
+    // GET needs the token; DELETE ends the session and its upstream sessions.
     let get = reqwest::get(&alice.endpoint).await.unwrap();
-    assert_eq!(get.status(), 405);
-    assert_eq!(get.headers()["allow"], "POST, DELETE");
+    assert_eq!(get.status(), 401);
     assert_eq!(alice.tool_names().await, ALICE_TOOLS);
     let session = alice.session.clone().unwrap();
     let endpoint = alice.endpoint.clone();
@@ -296,7 +305,7 @@ async fn tools_are_filtered_routed_and_denied() {
     // Bob's admin role sees every tool.
     let mut bob = gw.client("dev", Some(BOB));
     bob.initialize().await;
-    assert_eq!(bob.tool_names().await, ["echo", "add", "alpha__search", "beta__search", "wipe"]);
+    assert_eq!(bob.tool_names().await, ["echo", "add", "alpha__search", "beta__search", "wipe", "ask"]);
 
     // An upstream that forgot the gateway's session (a restart) gets a new one transparently.
     let opened = up.alpha.sessions_opened();
@@ -416,4 +425,188 @@ async fn audit_events_spooled_while_the_control_plane_is_away_are_sent_after_a_r
     .await;
     let methods: Vec<&str> = events.iter().map(|e| e.method.as_str()).collect();
     assert_eq!(methods, ["initialize", "notifications/initialized"]);
+}
+
+/// Reads SSE events from a streamed POST or GET answer until `until` matches one (at most 10 s).
+async fn read_until(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    seen: &mut Vec<(Option<String>, serde_json::Value)>,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for event in parse_events(&block) {
+                seen.push(event.clone());
+                if until(&event.1) {
+                    return event.1;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk()).await.expect("the event in time").unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk.expect("the stream is still open")).unwrap());
+    }
+}
+
+fn stream_request(client: &McpClient, body: serde_json::Value, extra: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(&client.endpoint)
+        .bearer_auth(client.token.as_deref().unwrap())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", client.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string());
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request
+}
+
+#[tokio::test]
+async fn streams_server_requests_and_notifications_are_relayed_with_mapped_ids() {
+    let (_key, up, _cp, gw, _dir) = setup().await;
+    let mut bob = gw.client("dev", Some(BOB));
+    let init = bob
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}, "roots": {}, "experimental": {"x": {}}},
+                   "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    bob.session = Some(init.header("mcp-session-id").unwrap().to_owned());
+    // Both upstream sessions were opened at initialize, declaring the client's relayed capabilities.
+    for upstream in [&up.alpha, &up.beta] {
+        assert_eq!(upstream.sessions_opened(), 1);
+        assert_eq!(upstream.notes()[0], json!({"declared": {"sampling": {}, "roots": {}}}));
+    }
+
+    // A streamed call: priming event, progress, a sampling request, then the answer (beta is upstream 1).
+    let call = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call",
+                      "params": {"name": "ask", "arguments": {}, "_meta": {"progressToken": "p1"}}});
+    let mut stream = stream_request(&bob, call, &[]).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    assert_eq!(stream.headers()["x-accel-buffering"], "no");
+    let (mut buffer, mut seen) = (String::new(), Vec::new());
+    let asked = read_until(&mut stream, &mut buffer, &mut seen, |m| m["method"] == "sampling/createMessage").await;
+    assert_eq!(asked["id"], "1:n:1", "the server request's id names its upstream");
+    let ids: Vec<Option<&str>> = seen.iter().map(|(id, _)| id.as_deref()).collect();
+    assert_eq!(ids, [Some("1.b-1"), Some("1.b-2"), Some("1.b-3")]);
+    assert_eq!(seen[0].1, json!(null), "the priming event is relayed");
+    assert_eq!(seen[1].1["params"]["progressToken"], "p1", "the client's own progress token");
+
+    // The client's answer goes back to beta under beta's id.
+    let answer = json!({"jsonrpc": "2.0", "id": "1:n:1", "result": {"role": "assistant", "model": "m",
+                        "content": {"type": "text", "text": "sampled!"}}});
+    assert_eq!(bob.post(answer).await.status, 202);
+    let done = read_until(&mut stream, &mut buffer, &mut seen, |m| m.get("result").is_some()).await;
+    assert_eq!(done["id"], 41);
+    assert_eq!(done["result"]["content"][0]["text"], "beta/ask: sampled!");
+    assert!(stream.chunk().await.unwrap().is_none(), "the stream ends after the answer");
+    let stray = bob.post(json!({"jsonrpc": "2.0", "id": "7:n:1", "result": {}})).await;
+    assert_eq!(stray.status, 400, "a response to nothing the gateway relayed");
+
+    // Cancelling an in-flight call reaches the upstream serving it, under its upstream id.
+    let call =
+        json!({"jsonrpc": "2.0", "id": "c-2", "method": "tools/call", "params": {"name": "ask", "arguments": {}}});
+    let mut pending = stream_request(&bob, call, &[]).send().await.unwrap();
+    read_until(&mut pending, &mut String::new(), &mut Vec::new(), |m| m["method"] == "sampling/createMessage").await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "c-2", "reason": "bored"}});
+    assert_eq!(bob.post(cancel).await.status, 202);
+    let cancelled = up.beta.notes().into_iter().find(|n| n["method"] == "notifications/cancelled").unwrap();
+    assert_eq!(cancelled["params"], json!({"requestId": "gh:s:c-2", "reason": "bored"}));
+    drop(pending);
+
+    // roots/list_changed goes to every upstream.
+    let roots = json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"});
+    assert_eq!(bob.post(roots).await.status, 202);
+    for upstream in [&up.alpha, &up.beta] {
+        assert!(upstream.notes().iter().any(|n| n["method"] == "notifications/roots/list_changed"));
+    }
+
+    // The GET stream: alpha's events with ids naming alpha (upstream 0); beta has none (405).
+    let get = |last: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(&bob.endpoint)
+            .bearer_auth(BOB)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", bob.session.as_deref().unwrap())
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request.send()
+    };
+    let mut events = get(None).await.unwrap();
+    assert_eq!(events.status(), 200);
+    let (mut buffer, mut seen) = (String::new(), Vec::new());
+    let hello = read_until(&mut events, &mut buffer, &mut seen, |m| m["method"] == "notifications/message").await;
+    assert_eq!(hello["params"]["data"], "hello");
+    assert_eq!(seen.last().unwrap().0.as_deref(), Some("0.a-1"));
+    drop(events);
+    let mut resumed = get(Some("0.a-1")).await.unwrap();
+    let (mut buffer, mut seen) = (String::new(), Vec::new());
+    let again = read_until(&mut resumed, &mut buffer, &mut seen, |m| m["method"] == "notifications/message").await;
+    assert_eq!(again["params"]["data"], "resumed after a-1", "alpha resumes after its own event id");
+    assert_eq!(seen.last().unwrap().0.as_deref(), Some("0.a-2"));
+    assert_eq!(up.alpha.gets(), [None, Some("a-1".to_owned())]);
+    let no_session = reqwest::Client::new().get(&bob.endpoint).bearer_auth(BOB).send().await.unwrap();
+    assert_eq!(no_session.status(), 400);
+    let bad_version = get(None);
+    drop(bad_version);
+    let old = reqwest::Client::new()
+        .get(&bob.endpoint)
+        .bearer_auth(BOB)
+        .header("mcp-session-id", bob.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 400);
+}
+
+#[tokio::test]
+async fn resources_prompts_completions_and_logging_are_merged_and_routed() {
+    let (_key, up, _cp, gw, _dir) = setup().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+
+    let resources = alice.request("resources/list", json!({})).await;
+    assert_eq!(resources.body["result"], json!({"resources": [{"uri": "alpha://doc/1", "name": "doc 1"}]}));
+    let read = alice.request("resources/read", json!({"uri": "alpha://doc/1"})).await;
+    assert_eq!(read.body["result"]["contents"][0]["text"], "alpha resources/read alpha://doc/1");
+    let templates = alice.request("resources/templates/list", json!({})).await;
+    assert_eq!(templates.body["result"]["resourceTemplates"][0]["uriTemplate"], "alpha://item/{id}");
+    let by_template = alice.request("resources/read", json!({"uri": "alpha://item/7"})).await;
+    assert_eq!(by_template.body["result"]["contents"][0]["text"], "alpha resources/read alpha://item/7");
+    let subscribed = alice.request("resources/subscribe", json!({"uri": "alpha://doc/1"})).await;
+    assert_eq!(subscribed.status, 200);
+
+    let prompts = alice.request("prompts/list", json!({})).await;
+    let names: Vec<&str> =
+        prompts.body["result"]["prompts"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["greet", "alpha__summary", "beta__summary"]);
+    let got = alice.request("prompts/get", json!({"name": "beta__summary", "arguments": {"x": "1"}})).await;
+    assert_eq!(got.body["result"]["messages"][0]["content"]["text"], r#"beta/summary: {"x":"1"}"#);
+    let greet = alice.request("prompts/get", json!({"name": "greet"})).await;
+    assert!(greet.body["result"]["messages"][0]["content"]["text"].as_str().unwrap().starts_with("alpha/greet"));
+    let unknown = alice.request("prompts/get", json!({"name": "summary"})).await;
+    assert_eq!(unknown.rpc_code(), Some(-32602));
+    let completion = alice
+        .request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "alpha__summary"},
+                                                "argument": {"name": "a", "value": ""}}),
+        )
+        .await;
+    assert_eq!(completion.body["result"]["completion"]["values"], json!(["alpha:summary"]));
+
+    let level = alice.request("logging/setLevel", json!({"level": "debug"})).await;
+    assert_eq!(level.body["result"], json!({}));
+    assert!(up.alpha.notes().iter().any(|n| n["method"] == "logging/setLevel"));
+    assert!(!up.beta.notes().iter().any(|n| n["method"] == "logging/setLevel"), "beta offers no logging");
 }

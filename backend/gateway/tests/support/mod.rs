@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use gatehouse_bundle::format::{Content, Role, Server, Token, User, VirtualServer};
 use gatehouse_bundle::{SignedBundle, SigningKey};
 use gatehouse_core::audit::AuditEvent;
@@ -199,6 +200,12 @@ struct UpState {
     deleted: Mutex<Vec<String>>,
     saw_authorization: AtomicBool,
     calls: Mutex<Vec<Value>>,
+    /// Notifications received from the gateway (after initialize).
+    notes: Mutex<Vec<Value>>,
+    /// Server requests waiting for the client's answer, by id.
+    waiting: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    /// `Last-Event-ID` of every GET.
+    gets: Mutex<Vec<Option<String>>>,
 }
 
 impl FakeUpstream {
@@ -213,8 +220,12 @@ impl FakeUpstream {
             deleted: Mutex::new(Vec::new()),
             saw_authorization: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
+            notes: Mutex::new(Vec::new()),
+            waiting: Mutex::new(HashMap::new()),
+            gets: Mutex::new(Vec::new()),
         });
-        let router = Router::new().route("/mcp", post(up_post).delete(up_delete)).with_state(Arc::clone(&state));
+        let router =
+            Router::new().route("/mcp", post(up_post).delete(up_delete).get(up_get)).with_state(Arc::clone(&state));
         let (base, task) = serve(router).await;
         Self { url: format!("{base}/mcp"), state, _task: task }
     }
@@ -237,6 +248,16 @@ impl FakeUpstream {
         self.state.calls.lock().unwrap().clone()
     }
 
+    /// Notifications the gateway sent (besides `notifications/initialized`).
+    pub fn notes(&self) -> Vec<Value> {
+        self.state.notes.lock().unwrap().clone()
+    }
+
+    /// The `Last-Event-ID` of every GET stream opened.
+    pub fn gets(&self) -> Vec<Option<String>> {
+        self.state.gets.lock().unwrap().clone()
+    }
+
     /// Forgets every session, as a restarted server would.
     pub fn forget_sessions(&self) {
         self.state.live.lock().unwrap().clear();
@@ -253,9 +274,17 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
         let n = state.sessions_opened.fetch_add(1, Ordering::SeqCst) + 1;
         let sid = format!("{}-session-{n}", state.server);
         state.live.lock().unwrap().insert(sid.clone());
+        // alpha offers everything; beta tools and prompts only.
+        let capabilities = if state.server == "alpha" {
+            json!({ "tools": {}, "resources": { "subscribe": true }, "prompts": {}, "completions": {}, "logging": {} })
+        } else {
+            json!({ "tools": {}, "prompts": { "listChanged": true } })
+        };
+        // The client capabilities the gateway declared, for tests to check.
+        state.notes.lock().unwrap().push(json!({ "declared": msg["params"]["capabilities"] }));
         let result = json!({
             "protocolVersion": "2025-11-25",
-            "capabilities": { "tools": {} },
+            "capabilities": capabilities,
             "serverInfo": { "name": state.server, "version": "1.0.0" },
         });
         return ([("mcp-session-id", sid)], Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })))
@@ -270,8 +299,63 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
     if headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()) != Some("2025-11-25") {
         return (StatusCode::BAD_REQUEST, "missing protocol version").into_response();
     }
-    let Some(id) = id else { return StatusCode::ACCEPTED.into_response() };
+    let Some(id) = id else {
+        if method != "notifications/initialized" {
+            state.notes.lock().unwrap().push(msg.clone());
+        }
+        return StatusCode::ACCEPTED.into_response();
+    };
+    if msg.get("method").is_none() {
+        // The client's answer to a server request.
+        let key = id.to_string();
+        match state.waiting.lock().unwrap().remove(&key) {
+            Some(waiter) => {
+                let _ = waiter.send(msg);
+                return StatusCode::ACCEPTED.into_response();
+            }
+            None => return (StatusCode::BAD_REQUEST, "unexpected response").into_response(),
+        }
+    }
+    let rpc_result = |result: Value| Json(json!({ "jsonrpc": "2.0", "id": id, "result": result })).into_response();
     match method {
+        "resources/list" => rpc_result(json!({ "resources": [
+            { "uri": format!("{}://doc/1", state.server), "name": "doc 1" },
+        ] })),
+        "resources/templates/list" => rpc_result(json!({ "resourceTemplates": [
+            { "uriTemplate": format!("{}://item/{{id}}", state.server), "name": "item" },
+        ] })),
+        "resources/read" | "resources/subscribe" => {
+            let uri = msg["params"]["uri"].as_str().unwrap_or_default();
+            rpc_result(json!({ "contents": [{ "uri": uri, "text": format!("{} {method} {uri}", state.server) }] }))
+        }
+        "prompts/list" => {
+            let names: &[&str] = if state.server == "alpha" { &["greet", "summary"] } else { &["summary"] };
+            let prompts: Vec<Value> =
+                names.iter().map(|n| json!({ "name": n, "description": format!("{n} of {}", state.server) })).collect();
+            rpc_result(json!({ "prompts": prompts }))
+        }
+        "prompts/get" => {
+            let text = format!(
+                "{}/{}: {}",
+                state.server,
+                msg["params"]["name"].as_str().unwrap_or("?"),
+                msg["params"]["arguments"]
+            );
+            rpc_result(json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": text } }] }))
+        }
+        "completion/complete" => {
+            let what = msg["params"]["ref"]["name"]
+                .as_str()
+                .or(msg["params"]["ref"]["uri"].as_str())
+                .unwrap_or("?")
+                .to_owned();
+            rpc_result(json!({ "completion": { "values": [format!("{}:{what}", state.server)] } }))
+        }
+        "logging/setLevel" => {
+            state.notes.lock().unwrap().push(msg.clone());
+            rpc_result(json!({}))
+        }
+        "tools/call" if msg["params"]["name"] == "ask" => ask(state, msg),
         "tools/list" => {
             // Two pages, so the gateway has to follow nextCursor.
             let half = state.tools.len().div_ceil(2);
@@ -311,6 +395,55 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
     }
 }
 
+/// beta's `ask` tool, answered over SSE: a priming event, progress (if asked for), a sampling request
+/// to the client, and after the client's answer (or 5 s) the result quoting it. Event ids `b-1`...
+fn ask(state: Arc<UpState>, msg: Value) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    state.waiting.lock().unwrap().insert("1".to_owned(), answered);
+    state.calls.lock().unwrap().push(msg["params"].clone());
+    tokio::spawn(async move {
+        let _ = tx.send("id: b-1\ndata:\n\n".to_owned()).await;
+        if let Some(token) = msg["params"]["_meta"].get("progressToken") {
+            let note = json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": token, "progress": 1 } });
+            let _ = tx.send(format!("id: b-2\ndata: {note}\n\n")).await;
+        }
+        let request = json!({ "jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage", "params": { "maxTokens": 5, "messages": [] } });
+        let _ = tx.send(format!("id: b-3\ndata: {request}\n\n")).await;
+        let text = match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(reply)) => format!("beta/ask: {}", reply["result"]["content"]["text"].as_str().unwrap_or("?")),
+            _ => "beta/ask: no answer".to_owned(),
+        };
+        let response =
+            json!({ "jsonrpc": "2.0", "id": msg["id"], "result": { "content": [{ "type": "text", "text": text }] } });
+        let _ = tx.send(format!("id: b-4\ndata: {response}\n\n")).await;
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
+    });
+    ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(body)).into_response()
+}
+
+/// GET: alpha streams one log message (event id `a-1`, or `a-2` when resuming) and stays open;
+/// beta has no GET stream (405).
+async fn up_get(State(state): State<Arc<UpState>>, headers: HeaderMap) -> Response {
+    if state.server != "alpha" {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.gets.lock().unwrap().push(last.clone());
+    let (id, data) = match &last {
+        None => ("a-1", "hello".to_owned()),
+        Some(after) => ("a-2", format!("resumed after {after}")),
+    };
+    let note =
+        json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": { "level": "info", "data": data } });
+    let first = format!("id: {id}\ndata: {note}\n\n");
+    let body = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(first) })
+        .chain(futures::stream::pending());
+    ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(body)).into_response()
+}
+
 async fn up_delete(State(state): State<Arc<UpState>>, headers: HeaderMap) -> StatusCode {
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else { return StatusCode::BAD_REQUEST };
     if state.live.lock().unwrap().remove(sid) {
@@ -333,11 +466,11 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// alpha: echo, add, search (JSON answers); beta: search, wipe (tools/call over SSE).
+    /// alpha: echo, add, search (JSON answers); beta: search, wipe, ask (tools/call over SSE).
     pub async fn start() -> Self {
         Self {
             alpha: FakeUpstream::start("alpha", &["echo", "add", "search"], false).await,
-            beta: FakeUpstream::start("beta", &["search", "wipe"], true).await,
+            beta: FakeUpstream::start("beta", &["search", "wipe", "ask"], true).await,
             gone: dead_port(),
         }
     }
@@ -439,17 +572,33 @@ impl TestGateway {
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
+    /// The JSON body; for an event stream, its last response (or error) message.
     pub body: Value,
+    /// For an event stream: every event, as (id, data parsed as JSON or Null when empty).
+    pub events: Vec<(Option<String>, Value)>,
 }
 
 impl Reply {
     async fn from(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        let sse =
+            headers.get("content-type").is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
         let text = response.text().await.unwrap();
+        if sse {
+            let events = parse_events(&text);
+            let body = events
+                .iter()
+                .rev()
+                .map(|(_, v)| v)
+                .find(|v| v.get("result").is_some() || v.get("error").is_some())
+                .cloned()
+                .unwrap_or(Value::Null);
+            return Self { status, headers, body, events };
+        }
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Self { status, headers, body }
+        Self { status, headers, body, events: Vec::new() }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -546,6 +695,27 @@ impl McpClient {
     pub async fn call(&mut self, tool: &str, arguments: Value) -> Reply {
         self.request("tools/call", json!({ "name": tool, "arguments": arguments })).await
     }
+}
+
+/// The events of an SSE text: (id, data as JSON, or Null when empty). Comments are skipped.
+pub fn parse_events(text: &str) -> Vec<(Option<String>, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let (mut id, mut data, mut any) = (None, String::new(), false);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim_start().to_owned());
+                any = true;
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                any = true;
+            }
+        }
+        if any {
+            events.push((id, if data.is_empty() { Value::Null } else { serde_json::from_str(&data).unwrap() }));
+        }
+    }
+    events
 }
 
 /// The text of the first content item of a tools/call result.
