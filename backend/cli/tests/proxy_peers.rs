@@ -28,9 +28,13 @@ async fn configure(gh: &Gatehouse, upstream_url: &str) -> (String, String) {
     admin
         .ok(r#"mutation { createRole(tenant: "acme", slug: "analyst", description: "all") { slug } }"#, json!({}))
         .await;
-    // `*`: the sampling tool only exists for clients that declare sampling, so the control plane's
-    // own tool discovery (which declares nothing) does not see it.
-    admin.ok(SET_GRANTS, json!({ "g": [{ "server": "everything", "tool": "*" }] })).await;
+    // Granted by name: the sampling tool exists only for clients that declare sampling, so this also
+    // checks that the control plane's tool discovery declares the capabilities the gateway relays.
+    let grants: Vec<Value> = ["echo", "trigger-long-running-operation", "trigger-sampling-request"]
+        .iter()
+        .map(|t| json!({ "server": "everything", "tool": t }))
+        .collect();
+    admin.ok(SET_GRANTS, json!({ "g": grants })).await;
     admin
         .ok(
             r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,

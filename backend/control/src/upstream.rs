@@ -82,7 +82,10 @@ pub async fn fetch_tools(url: &str) -> Result<Vec<Value>, GatehouseError> {
         req.send()
     };
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+        // Declare every client capability the gateway can relay, so servers that list some tools
+        // only to capable clients (sampling, elicitation, roots) show their whole catalogue.
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
         "clientInfo": {"name": "gatehouse-control", "version": env!("CARGO_PKG_VERSION")}}});
     let resp = post(init, None).await.map_err(|e| unavailable(url, e))?;
     let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
