@@ -40,3 +40,10 @@ clippy:
 	cargo clippy -p gatehouse-console --lib --target wasm32-unknown-unknown --features hydrate -- -D warnings
 
 lint: fmt-check clippy
+
+# make bench    the performance harness of issue 3 (not a test): release builds, then direct vs gateway
+#               figures printed with their ratios (docs/performance.md). Extra flags: make bench BENCH_ARGS='--split'
+.PHONY: bench
+bench:
+	cargo build --release -p gatehouse -p gatehouse-bench
+	target/release/gatehouse-bench --gatehouse target/release/gatehouse $(BENCH_ARGS)
