@@ -1,16 +1,19 @@
 //! The policy compiler and bundle distribution.
 //!
 //! [`compile`] is a pure function of one tenant's rows: the same state gives the same bytes, so
-//! every replica computes the same revision. [`Bundles::recompile`] stores and signs a new bundle
+//! every replica computes the same revision. (Its one write: a tenant without a session key gets
+//! one first, see [`ensure_session_key`].) [`Bundles::recompile`] stores and signs a new bundle
 //! only when the revision changed, with the next sequence number, and wakes the long-polling
 //! workers: an in-process channel, and PostgreSQL `LISTEN/NOTIFY` between control-plane replicas.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use gatehouse_bundle::format::{self, Content};
 use gatehouse_bundle::{KeyRing, SignedBundle, SigningKey, TenantPolicy};
-use gatehouse_store::{BundleRow, Store, StoreError, Tenant};
+use gatehouse_store::{BundleRow, SessionKeyRow, Store, StoreError, Tenant};
+use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
 
@@ -19,7 +22,8 @@ use crate::now_ms;
 /// Compiles one tenant's state into bundle content (normalized).
 pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreError> {
     let t = &tenant.id;
-    let (users, roles, grants, bindings, servers, vss, links, tokens) = tokio::try_join!(
+    ensure_session_key(store, t).await?;
+    let (users, roles, grants, bindings, servers, vss, links, tokens, session_keys) = tokio::try_join!(
         store.list_users(t),
         store.list_roles(t),
         store.list_grants(t),
@@ -28,6 +32,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         store.list_virtual_servers(t),
         store.list_virtual_server_upstreams(t),
         store.list_tokens(t),
+        store.list_session_keys(t),
     )?;
     let server_slug: HashMap<_, _> = servers.iter().map(|s| (s.id.as_str(), s.slug.as_str())).collect();
     let role_slug: HashMap<_, _> = roles.iter().map(|r| (r.id.as_str(), r.slug.as_str())).collect();
@@ -88,9 +93,44 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                     .collect(),
             })
             .collect(),
+        session_keys: session_keys
+            .iter()
+            .map(|k| format::SessionKey {
+                id: k.id.clone(),
+                key_b64: k.key_b64.clone(),
+                created_at_ms: k.created_at_ms,
+            })
+            .collect(),
     };
     content.normalize();
     Ok(content)
+}
+
+/// Gives a tenant its first session key if it has none. Two replicas compiling a new tenant at the
+/// same moment may each add one: both keys are valid, the newer seals, nothing breaks.
+pub async fn ensure_session_key(store: &Store, tenant_id: &str) -> Result<(), StoreError> {
+    if store.list_session_keys(tenant_id).await?.is_empty() {
+        add_session_key(store, tenant_id).await?;
+    }
+    Ok(())
+}
+
+/// Adds a new random session key to a tenant: the start of a rotation. The new key seals from the
+/// next bundle on; older keys keep opening tokens until they are deleted (after an overlap at least
+/// as long as a session's lifetime, 24 h). The caller recompiles the tenant.
+pub async fn add_session_key(store: &Store, tenant_id: &str) -> Result<SessionKeyRow, StoreError> {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let mut id = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    let row = SessionKeyRow {
+        tenant_id: tenant_id.to_owned(),
+        id: hex::encode(id),
+        key_b64: base64::engine::general_purpose::STANDARD.encode(key),
+        created_at_ms: now_ms(),
+    };
+    store.insert_session_key(&row).await?;
+    Ok(row)
 }
 
 /// Compiles, signs, stores and announces bundles.

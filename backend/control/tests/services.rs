@@ -110,3 +110,41 @@ async fn invalid_input_is_refused_with_the_field_named_and_nothing_stored() {
     assert_eq!(s.sign_in("root@example.com", "wrong-password").await.unwrap_err().code, ErrorCode::InvalidCredentials);
     assert_eq!(s.sign_in("nobody@example.com", "whatever").await.unwrap_err().code, ErrorCode::InvalidCredentials);
 }
+
+#[tokio::test]
+async fn bundles_carry_the_tenant_session_keys_and_rotation_keeps_the_old_one() {
+    let (cp, admin, _key, _dir) = plane().await;
+    let s = cp.services();
+    s.create_tenant(&admin, "acme", "Acme").await.unwrap();
+    s.create_tenant(&admin, "beta", "Beta").await.unwrap();
+    let acme = cp.store().tenant_by_slug("acme").await.unwrap().unwrap();
+    let beta = cp.store().tenant_by_slug("beta").await.unwrap().unwrap();
+
+    // Every tenant gets its own random 256-bit key on its first compile.
+    let first = s.bundles().active_policy(&acme.id).await.unwrap().unwrap();
+    let other = s.bundles().active_policy(&beta.id).await.unwrap().unwrap();
+    assert_eq!(first.session_keys().len(), 1);
+    assert_eq!(other.session_keys().len(), 1);
+    assert_ne!(first.session_keys()[0].key, other.session_keys()[0].key);
+    assert_ne!(first.session_keys()[0].key, [0; 32]);
+    let old = first.session_keys()[0].clone();
+    assert_eq!(bundles::compile(cp.store(), &acme).await.unwrap().session_keys.len(), 1, "no second key");
+
+    // Rotation: a newer key seals, the old one still opens; the bundle lists both, sorted by id.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let newer = bundles::add_session_key(cp.store(), &acme.id).await.unwrap();
+    s.bundles().recompile(&acme).await.unwrap();
+    let rotated = s.bundles().active_policy(&acme.id).await.unwrap().unwrap();
+    let ids: Vec<&str> = rotated.session_keys().iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, [newer.id.as_str(), old.id.as_str()], "newest first");
+    let content = bundles::compile(cp.store(), &acme).await.unwrap();
+    let mut sorted: Vec<String> = content.session_keys.iter().map(|k| k.id.clone()).collect();
+    sorted.sort();
+    assert_eq!(content.session_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(), sorted);
+
+    // The end of the overlap: the old key is deleted and leaves the next bundle.
+    assert!(cp.store().delete_session_key(&acme.id, &old.id).await.unwrap());
+    s.bundles().recompile(&acme).await.unwrap();
+    let after = s.bundles().active_policy(&acme.id).await.unwrap().unwrap();
+    assert_eq!(after.session_keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [newer.id.as_str()]);
+}

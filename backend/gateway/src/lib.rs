@@ -20,6 +20,7 @@ mod features;
 mod mcp;
 mod relay;
 mod routes;
+mod seal;
 mod session;
 mod sse;
 mod upstream;
@@ -131,7 +132,7 @@ impl Drop for Inner {
 impl Gateway {
     /// Starts a worker: checks the configuration, loads the last good bundle set from
     /// `{data_dir}/bundles.json` (so it can serve while the control plane is away), opens the audit
-    /// spool, and spawns the bundle poller, the audit shipper and the session sweeper.
+    /// spool, and spawns the bundle poller, the audit shipper and the sweeper of the session cache.
     pub async fn start(mut config: GatewayConfig) -> anyhow::Result<Gateway> {
         config.control_url = config.control_url.trim_end_matches('/').to_owned();
         config.public_url = config.public_url.trim_end_matches('/').to_owned();
@@ -160,9 +161,9 @@ impl Gateway {
 
         let (audit, shipper) = audit::start(&config, http.clone()).await?;
         let poller = tokio::spawn(bundles::poll(activator, http.clone(), bundles::PollTarget::new(&config)));
-        let sessions = session::SessionStore::default();
-        let sweeper = tokio::spawn(session::sweep(sessions.clone(), http.clone(), config.upstream_timeout));
         let upstreams = upstream::Upstreams::new(http, config.upstream_timeout);
+        let sessions = session::SessionStore::new(upstreams.clone());
+        let sweeper = tokio::spawn(session::sweep(sessions.clone()));
 
         let inner = Inner {
             config,

@@ -22,15 +22,16 @@ use gatehouse_bundle::{Decision, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
 use gatehouse_core::jsonrpc::{
-    INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED, error_response,
-    result_response,
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED,
+    error_response, result_response,
 };
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use crate::relay::{self, PostEnd};
 use crate::routes::{MAX_BODY_BYTES, check_origin, error};
-use crate::session::{Session, ToolRoute, close_upstreams};
+use crate::seal::{self, SealedUpstream, SessionClaims};
+use crate::session::{Session, ToolRoute, UpstreamSlot};
 use crate::upstream::{Answer, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Target, UpstreamError};
 use crate::{Gateway, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, VERSION, now_ms};
 
@@ -141,7 +142,7 @@ impl Record {
     }
 
     fn session(&mut self, session: &Session) {
-        self.event.session_id = Some(session.id.clone());
+        self.event.session_id = Some(session.audit_id.clone());
         self.event.client_name.clone_from(&session.client_name);
         self.event.client_version.clone_from(&session.client_version);
     }
@@ -178,14 +179,14 @@ pub(crate) async fn get(
 }
 
 async fn handle_get(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
-    let Admitted { route, principal, .. } = match admit(gw, tenant, vs, headers, record) {
+    let Admitted { policy, route, principal } = match admit(gw, tenant, vs, headers, record) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(gw, tenant, vs),
     };
     if let Some(response) = version_refusal(headers, None, record) {
         return response;
     }
-    let session = match session_of(gw, headers, tenant, vs, &principal) {
+    let session = match session_of(gw, headers, &policy, &route, &principal) {
         Ok(session) => session,
         Err(problem) => {
             record.outcome(Outcome::Invalid, problem.message().to_owned());
@@ -254,14 +255,14 @@ pub(crate) async fn delete(
 }
 
 async fn handle_delete(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
-    let principal = match admit(gw, tenant, vs, headers, record) {
-        Ok(admitted) => admitted.principal,
+    let Admitted { policy, route, principal } = match admit(gw, tenant, vs, headers, record) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refusal.response(gw, tenant, vs),
     };
     if let Some(response) = version_refusal(headers, None, record) {
         return response;
     }
-    let session = match session_of(gw, headers, tenant, vs, &principal) {
+    let session = match session_of(gw, headers, &policy, &route, &principal) {
         Ok(session) => session,
         Err(problem) => {
             record.outcome(Outcome::Invalid, problem.message().to_owned());
@@ -269,8 +270,7 @@ async fn handle_delete(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap
         }
     };
     record.session(&session);
-    gw.inner().sessions.remove(&session.id);
-    close_upstreams(&session, &gw.inner().upstreams);
+    gw.inner().sessions.end(&session);
     record.outcome(Outcome::Allowed, None);
     StatusCode::OK.into_response()
 }
@@ -319,10 +319,10 @@ async fn handle_post(
     }
 
     if let (Some("initialize"), Some(id)) = (method.as_deref(), id.as_ref()) {
-        return initialize(gw, tenant, vs, &route, &principal, params.as_ref(), id, record).await;
+        return initialize(gw, &policy, &route, &principal, params.as_ref(), id, record).await;
     }
 
-    let session = match session_of(gw, headers, tenant, vs, &principal) {
+    let session = match session_of(gw, headers, &policy, &route, &principal) {
         Ok(session) => session,
         Err(problem) => {
             record.outcome(Outcome::Invalid, problem.message().to_owned());
@@ -331,7 +331,7 @@ async fn handle_post(
         }
     };
     record.session(&session);
-    debug!(session = %session.id, protocol = %session.protocol_version, method = %record.event.method, "mcp request");
+    debug!(session = %session.audit_id, protocol = %session.protocol_version, method = %record.event.method, "mcp request");
 
     let Some(method) = method else {
         // A response to a server request that reached the client through the gateway.
@@ -399,12 +399,24 @@ async fn client_notification(
     let targets: Vec<&str> = match method {
         "notifications/cancelled" => {
             let request = params.get("requestId").cloned().and_then(|r| serde_json::from_value::<Id>(r).ok());
-            match request.and_then(|r| session.in_flight(&r).map(|server| (r, server))) {
-                Some((request, server)) => {
+            match request {
+                Some(request) => {
                     params["requestId"] = relay::upstream_request_id(&request);
-                    route.upstreams.iter().filter(|(s, _)| *s == server).map(|(s, _)| s.as_str()).collect()
+                    match session.in_flight(&request) {
+                        Some(server) => {
+                            route.upstreams.iter().filter(|(s, _)| *s == server).map(|(s, _)| s.as_str()).collect()
+                        }
+                        // Finished already, or in flight on another worker: every upstream session
+                        // open here hears it (an upstream ignores a cancellation of a request it
+                        // does not know, as the spec allows).
+                        None => {
+                            let open: HashSet<String> =
+                                session.established_upstreams().into_iter().map(|(server, _)| server).collect();
+                            route.upstreams.iter().filter(|(s, _)| open.contains(s)).map(|(s, _)| s.as_str()).collect()
+                        }
+                    }
                 }
-                None => Vec::new(), // finished already, or never seen: nothing to cancel
+                None => Vec::new(),
             }
         }
         "notifications/progress" => {
@@ -632,20 +644,27 @@ fn unsupported_version(headers: &HeaderMap, method: Option<&str>, params: Option
     None
 }
 
-/// Answers `initialize` and opens a session, and opens its upstream sessions (in parallel) so that
-/// the capabilities advertised are exactly what the upstreams offer. An upstream that cannot be
-/// opened now is left out of them (and tried again on first use).
-#[allow(clippy::too_many_arguments)] // the request's whole context
+/// Answers `initialize`: opens the session's upstream sessions (in parallel) so that the capabilities
+/// advertised are exactly what the upstreams offer, and seals the session into its `Mcp-Session-Id`
+/// with the tenant's newest session key. An upstream that cannot be opened now is left out of both
+/// (and opened on first use).
 async fn initialize(
     gw: &Gateway,
-    tenant: &str,
-    vs: &str,
+    policy: &TenantPolicy,
     route: &VirtualServerRoute,
     principal: &Principal,
     params: Option<&Value>,
     id: &Id,
     record: &mut Record,
 ) -> Response {
+    let Some(key) = policy.session_keys().first() else {
+        let why = "this tenant's policy bundle has no session key, so no session can be opened; \
+                   the control plane adds one when it compiles the tenant's next bundle";
+        warn!(tenant = %policy.manifest.tenant, "{why}");
+        record.outcome(Outcome::Invalid, why.to_owned());
+        let body = error_response(Some(id), INTERNAL_ERROR, why, Some(ErrorCode::NoBundle));
+        return rpc(StatusCode::SERVICE_UNAVAILABLE, body);
+    };
     let requested = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
     // Version negotiation: echo a version we speak, otherwise offer our latest and let the client decide.
     let version = requested.filter(|v| SUPPORTED_PROTOCOL_VERSIONS.contains(v)).unwrap_or(LATEST_PROTOCOL_VERSION);
@@ -664,33 +683,56 @@ async fn initialize(
             }
         }
     }
-    let session = Session::new(
-        tenant,
-        vs,
-        &principal.user_id,
-        client_info("name"),
-        client_info("version"),
-        version,
-        Value::Object(capabilities),
-    );
-    let session = gw.inner().sessions.insert(session);
-    record.session(&session);
-    let session_ref = &session;
+    let capabilities = Value::Object(capabilities);
+    let slots: HashMap<String, Arc<UpstreamSlot>> =
+        route.upstreams.iter().map(|(server, _)| (server.clone(), Arc::default())).collect();
+    let (slots_ref, capabilities_ref) = (&slots, &capabilities);
     let opened = join_all(route.upstreams.iter().map(|(server, url)| async move {
-        let slot = session_ref.upstream_slot(server);
-        let target = Target { slot: &slot, url, capabilities: &session_ref.capabilities };
+        let target = Target { slot: &slots_ref[server], url, capabilities: capabilities_ref };
         let result = gw.inner().upstreams.established(target).await;
         if let Err(e) = &result {
             warn!(server = %server, "could not open an upstream session at initialize: {e}");
         }
-        result.ok()
+        result.ok().map(|upstream| (server, upstream))
     }))
     .await;
-    let upstream_capabilities: Vec<&Value> = opened.iter().flatten().map(|u| &u.capabilities).collect();
+    let opened: Vec<(&String, Arc<crate::upstream::UpstreamSession>)> = opened.into_iter().flatten().collect();
+    let upstream_capabilities: Vec<&Value> = opened.iter().map(|(_, u)| &u.capabilities).collect();
+    let advertised = merge_capabilities(&upstream_capabilities);
+    let claims = SessionClaims {
+        format: seal::claims_format(),
+        tenant: policy.manifest.tenant.clone(),
+        virtual_server: route.slug.clone(),
+        user_id: principal.user_id.clone(),
+        token_id: principal.token_id.clone(),
+        client_name: client_info("name"),
+        client_version: client_info("version"),
+        protocol_version: version.to_owned(),
+        capabilities,
+        upstreams: opened
+            .iter()
+            .map(|(server, upstream)| SealedUpstream {
+                server: (*server).clone(),
+                url_tag: seal::url_tag(&upstream.url),
+                session_id: upstream.session_id.clone(),
+                protocol_version: upstream.protocol_version.clone(),
+                offers: upstream
+                    .capabilities
+                    .as_object()
+                    .map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        issued_at_ms: now_ms(),
+    };
+    let token = seal::seal(key, &claims);
+    let session = gw.inner().sessions.insert(Session::new(token, key.id.clone(), claims, route, slots));
+    record.session(&session);
     record.outcome(Outcome::Allowed, None);
+    let vs = &route.slug;
     let result = json!({
         "protocolVersion": version,
-        "capabilities": merge_capabilities(&upstream_capabilities),
+        "capabilities": advertised,
         "serverInfo": { "name": format!("gatehouse/{vs}"), "version": VERSION },
         "instructions": format!(
             "Gatehouse virtual server '{vs}': the tools of its upstream servers that your access roles grant you."
@@ -765,19 +807,50 @@ impl SessionProblem {
     }
 }
 
-/// The request's session, which must belong to this tenant, virtual server and user. A session of
-/// someone else gets the same 404 as an unknown one, so ids reveal nothing.
+/// The request's session: its sealed token must open with one of the tenant's session keys at this
+/// tenant and virtual server, must not be expired or ended here, and must belong to the caller's
+/// user. Every refusal is the same 404 as an unknown session, so a token reveals nothing. A session
+/// this worker has cached is taken from the cache (the token string is the key, so it was opened or
+/// sealed here); any other is opened from the token and cached.
 fn session_of(
     gw: &Gateway,
     headers: &HeaderMap,
-    tenant: &str,
-    vs: &str,
+    policy: &TenantPolicy,
+    route: &VirtualServerRoute,
     principal: &Principal,
 ) -> Result<Arc<Session>, SessionProblem> {
     let raw = headers.get(&MCP_SESSION_ID).ok_or(SessionProblem::Missing)?;
-    let id = raw.to_str().map_err(|_| SessionProblem::Unknown)?;
-    let session = gw.inner().sessions.get(id).ok_or(SessionProblem::Unknown)?;
-    if session.tenant != tenant || session.virtual_server != vs || session.user_id != principal.user_id {
+    let token = raw.to_str().map_err(|_| SessionProblem::Unknown)?;
+    if token.len() > seal::MAX_TOKEN_CHARS {
+        return Err(SessionProblem::Unknown);
+    }
+    let tenant = policy.manifest.tenant.as_str();
+    let now = now_ms();
+    let sessions = &gw.inner().sessions;
+    if sessions.is_ended(&seal::audit_id(token)) {
+        return Err(SessionProblem::Unknown);
+    }
+    let session = match sessions.get(token) {
+        Some(session) => session,
+        None => {
+            let (claims, key_id) = seal::open(policy.session_keys(), tenant, &route.slug, token, now).map_err(|e| {
+                debug!(session = %seal::audit_id(token), "refused a session token: {e}");
+                SessionProblem::Unknown
+            })?;
+            if claims.user_id != principal.user_id {
+                debug!(session = %seal::audit_id(token), "refused a session token of another user");
+                return Err(SessionProblem::Unknown);
+            }
+            sessions.insert(Session::new(token.to_owned(), key_id, claims, route, HashMap::new()))
+        }
+    };
+    let usable = session.tenant == tenant
+        && session.virtual_server == route.slug
+        && session.user_id == principal.user_id
+        && !session.expired(now)
+        // A key that left the bundle (the end of a rotation) ends its sessions, cached or not.
+        && policy.session_keys().iter().any(|k| k.id == session.key_id);
+    if !usable {
         return Err(SessionProblem::Unknown);
     }
     Ok(session)

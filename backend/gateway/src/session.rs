@@ -1,8 +1,7 @@
-//! Client sessions (2025-11-25 era): what `initialize` established, kept in memory for now.
-//!
-//! A later change replaces the table with a sealed, stateless `Mcp-Session-Id` (architecture §6); the
-//! rest of the crate only uses [`SessionStore::get`], [`SessionStore::insert`] and
-//! [`SessionStore::remove`], so that change stays local.
+//! Client sessions (2025-11-25 era). The source of truth is the sealed `Mcp-Session-Id` itself
+//! (`seal.rs`): any worker can serve any request of a session. What is here is a bounded local cache
+//! of the sessions this worker served lately, with what only a worker can have: upstream sessions
+//! re-established here, name and URI routes, and requests in flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,16 +10,21 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use gatehouse_bundle::policy::VirtualServerRoute;
 use gatehouse_core::jsonrpc::Id;
 use serde_json::Value;
 use tracing::debug;
 
 use crate::now_ms;
+use crate::seal::{self, SessionClaims};
 use crate::upstream::{UpstreamSession, Upstreams};
 
-/// A session idle this long is forgotten; its client gets 404 and initializes again, as the spec
-/// foresees.
+/// A cached session idle this long is forgotten here (its token still works: it is opened again).
 const IDLE_TIMEOUT_MS: i64 = 60 * 60 * 1000;
+/// At most this many sessions are cached; the least recently used go first.
+const MAX_CACHED_SESSIONS: usize = 10_000;
+/// At most this many ended (DELETEd) sessions are remembered.
+const MAX_ENDED_SESSIONS: usize = 100_000;
 /// How often idle sessions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -38,10 +42,15 @@ pub(crate) struct ToolRoute {
 /// one handshake instead of each opening an upstream session.
 pub(crate) type UpstreamSlot = tokio::sync::Mutex<Option<Arc<UpstreamSession>>>;
 
-/// One client session.
+/// One client session, as this worker knows it: what its sealed token says, plus local state (upstream
+/// sessions re-established here, name and URI routes, requests in flight) that any worker can rebuild.
 pub(crate) struct Session {
-    /// The `Mcp-Session-Id` handed to the client.
+    /// The `Mcp-Session-Id` handed to the client: the sealed token.
     pub id: String,
+    /// The short id audit events and logs carry ([`seal::audit_id`]).
+    pub audit_id: String,
+    /// The id of the session key that sealed it; when a bundle drops that key, the session ends.
+    pub key_id: String,
     pub tenant: String,
     pub virtual_server: String,
     /// The user who initialized it; only that user may use it.
@@ -53,7 +62,12 @@ pub(crate) struct Session {
     pub protocol_version: String,
     /// The client's `initialize` capabilities, declared to every upstream.
     pub capabilities: Value,
+    /// When `initialize` happened; the session expires [`seal::SESSION_LIFETIME_MS`] later.
+    pub issued_at_ms: i64,
     last_used_ms: AtomicI64,
+    /// Upstream session ids sealed in the token, by server: other workers use these too, so this one
+    /// never ends them when it merely forgets the session.
+    sealed: HashMap<String, Option<String>>,
     /// Per upstream server slug. A std lock: only held to find or add a slot, never across an await.
     upstreams: Mutex<HashMap<String, Arc<UpstreamSlot>>>,
     /// Exposed tool name → upstream tool, as of the latest `tools/list` of this session.
@@ -68,33 +82,61 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A new session with a fresh random id.
+    /// The session of `token`, sealed or opened as `claims` with key `key_id`. The upstream sessions
+    /// in the claims fill their slots when the server is still at the URL they were opened on (a
+    /// bundle that moved it leaves the slot empty, to be opened on first use); `opened` are slots
+    /// already holding sessions (those `initialize` just opened).
     pub(crate) fn new(
-        tenant: &str,
-        virtual_server: &str,
-        user_id: &str,
-        client_name: Option<String>,
-        client_version: Option<String>,
-        protocol_version: &str,
-        capabilities: Value,
+        token: String,
+        key_id: String,
+        claims: SessionClaims,
+        route: &VirtualServerRoute,
+        opened: HashMap<String, Arc<UpstreamSlot>>,
     ) -> Self {
+        let mut slots = opened;
+        let mut sealed = HashMap::new();
+        for upstream in claims.upstreams {
+            sealed.insert(upstream.server.clone(), upstream.session_id.clone());
+            if slots.contains_key(&upstream.server) {
+                continue;
+            }
+            let Some((_, url)) = route.upstreams.iter().find(|(s, _)| *s == upstream.server) else { continue };
+            if seal::url_tag(url) != upstream.url_tag {
+                continue;
+            }
+            let session = UpstreamSession {
+                url: url.clone(),
+                capabilities: upstream.capabilities(),
+                session_id: upstream.session_id,
+                protocol_version: upstream.protocol_version,
+            };
+            slots.insert(upstream.server, Arc::new(tokio::sync::Mutex::new(Some(Arc::new(session)))));
+        }
         Self {
-            // Two v4 UUIDs: 244 random bits from the OS generator, so ids cannot be guessed.
-            id: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
-            tenant: tenant.to_owned(),
-            virtual_server: virtual_server.to_owned(),
-            user_id: user_id.to_owned(),
-            client_name,
-            client_version,
-            protocol_version: protocol_version.to_owned(),
-            capabilities,
+            audit_id: seal::audit_id(&token),
+            id: token,
+            key_id,
+            tenant: claims.tenant,
+            virtual_server: claims.virtual_server,
+            user_id: claims.user_id,
+            client_name: claims.client_name,
+            client_version: claims.client_version,
+            protocol_version: claims.protocol_version,
+            capabilities: claims.capabilities,
+            issued_at_ms: claims.issued_at_ms,
             last_used_ms: AtomicI64::new(now_ms()),
-            upstreams: Mutex::new(HashMap::new()),
+            sealed,
+            upstreams: Mutex::new(slots),
             tools: ArcSwap::from_pointee(HashMap::new()),
             prompts: ArcSwap::from_pointee(HashMap::new()),
             resources: ArcSwap::from_pointee(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// True once the session has lived its lifetime.
+    pub(crate) fn expired(&self, now_ms: i64) -> bool {
+        seal::expired(self.issued_at_ms, now_ms)
     }
 
     /// Where exposed prompt `name` leads, as of the latest listing.
@@ -149,11 +191,30 @@ impl Session {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// The established upstream sessions (skipping one whose handshake is under way right now).
-    pub(crate) fn established_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
-        let slots: Vec<Arc<UpstreamSlot>> =
-            self.upstreams.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        slots.iter().filter_map(|slot| slot.try_lock().ok().and_then(|s| s.clone())).collect()
+    /// The established upstream sessions, with their servers (skipping one whose handshake is under
+    /// way right now).
+    pub(crate) fn established_upstreams(&self) -> Vec<(String, Arc<UpstreamSession>)> {
+        let slots: Vec<(String, Arc<UpstreamSlot>)> = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(server, slot)| (server.clone(), Arc::clone(slot)))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|(server, slot)| slot.try_lock().ok().and_then(|s| s.clone()).map(|s| (server, s)))
+            .collect()
+    }
+
+    /// The upstream sessions this worker opened after the token was sealed (re-established after a
+    /// 404, or first opened here): only this worker knows them.
+    fn local_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
+        self.established_upstreams()
+            .into_iter()
+            .filter(|(server, upstream)| self.sealed.get(server) != Some(&upstream.session_id))
+            .map(|(_, upstream)| upstream)
+            .collect()
     }
 }
 
@@ -169,66 +230,121 @@ impl Drop for InFlight {
     }
 }
 
-/// All sessions of this worker.
-#[derive(Clone, Default)]
+/// The sessions this worker has seen lately: a bounded cache in front of the sealed tokens, never
+/// the source of truth. Any session it does not hold is rebuilt from its token; one it holds saves
+/// opening the token again and keeps the upstream sessions re-established here.
+#[derive(Clone)]
 pub(crate) struct SessionStore {
     map: Arc<DashMap<String, Arc<Session>>>,
+    /// Sessions ended with DELETE on this worker: audit id → the time the token would expire anyway.
+    ended: Arc<Mutex<HashMap<String, i64>>>,
+    upstreams: Upstreams,
 }
 
 impl SessionStore {
-    /// Stores a session.
+    /// An empty store; `upstreams` ends the upstream sessions of the sessions it forgets.
+    pub(crate) fn new(upstreams: Upstreams) -> Self {
+        Self { map: Arc::default(), ended: Arc::default(), upstreams }
+    }
+
+    /// Stores a session, unless a concurrent request of the same token stored one first (then that
+    /// one is returned). Makes room when the cache is full.
     pub(crate) fn insert(&self, session: Session) -> Arc<Session> {
-        let session = Arc::new(session);
-        self.map.insert(session.id.clone(), Arc::clone(&session));
+        if self.map.len() >= MAX_CACHED_SESSIONS {
+            self.evict_least_recently_used();
+        }
+        let session = Arc::clone(self.map.entry(session.id.clone()).or_insert_with(|| Arc::new(session)).value());
+        session.touch();
         session
     }
 
-    /// The live session with this id, marking it used.
-    pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let session = self.map.get(id).map(|s| Arc::clone(s.value()))?;
+    /// The cached session of this token, marking it used.
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Session>> {
+        let session = self.map.get(token).map(|s| Arc::clone(s.value()))?;
         session.touch();
         Some(session)
     }
 
-    /// Ends a session.
-    pub(crate) fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.remove(id).map(|(_, s)| s)
+    /// True if the session with this audit id was ended on this worker.
+    pub(crate) fn is_ended(&self, audit_id: &str) -> bool {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).contains_key(audit_id)
+    }
+
+    /// Ends a session (DELETE): it is forgotten, answered 404 on this worker until it would have
+    /// expired, and its upstream sessions are ended in the background, the sealed ones included.
+    pub(crate) fn end(&self, session: &Arc<Session>) {
+        self.map.remove(&session.id);
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+            if ended.len() >= MAX_ENDED_SESSIONS {
+                let now = now_ms();
+                ended.retain(|_, expires| *expires > now);
+                if ended.len() >= MAX_ENDED_SESSIONS {
+                    // Still full of live entries: drop the one closest to expiry.
+                    if let Some(first) = ended.iter().min_by_key(|(_, e)| **e).map(|(id, _)| id.clone()) {
+                        ended.remove(&first);
+                    }
+                }
+            }
+            ended.insert(session.audit_id.clone(), session.issued_at_ms.saturating_add(seal::SESSION_LIFETIME_MS));
+        }
+        let established = session.established_upstreams().into_iter().map(|(_, u)| u).collect();
+        close_upstreams(established, &self.upstreams);
+    }
+
+    /// Forgets a cached session (idle, expired, or to make room). The session itself lives on in its
+    /// token; only the upstream sessions that nobody else knows are ended.
+    fn forget(&self, token: &str) {
+        if let Some((_, session)) = self.map.remove(token) {
+            close_upstreams(session.local_upstreams(), &self.upstreams);
+        }
+    }
+
+    /// Forgets the least recently used eighth of the cache.
+    fn evict_least_recently_used(&self) {
+        let mut by_use: Vec<(i64, String)> =
+            self.map.iter().map(|s| (s.last_used_ms.load(Ordering::Relaxed), s.key().clone())).collect();
+        by_use.sort_unstable();
+        let count = (by_use.len() / 8).max(1);
+        debug!(count, "session cache full; forgetting the least recently used sessions");
+        for (_, token) in by_use.into_iter().take(count) {
+            self.forget(&token);
+        }
     }
 }
 
-/// Ends the upstream sessions of a finished client session, best effort and in the background, so the
-/// client does not wait for upstreams that may be slow or gone.
-pub(crate) fn close_upstreams(session: &Session, upstreams: &Upstreams) {
-    let established = session.established_upstreams();
-    if established.is_empty() {
+/// Ends upstream sessions, best effort and in the background, so the client does not wait for
+/// upstreams that may be slow or gone.
+fn close_upstreams(sessions: Vec<Arc<UpstreamSession>>, upstreams: &Upstreams) {
+    if sessions.is_empty() {
         return;
     }
     let upstreams = upstreams.clone();
     tokio::spawn(async move {
-        for upstream in established {
+        for upstream in sessions {
             upstreams.delete(&upstream).await;
         }
     });
 }
 
-/// Forgets sessions idle for longer than the idle timeout, ending their upstream sessions too.
-pub(crate) async fn sweep(store: SessionStore, http: reqwest::Client, timeout: Duration) {
-    let upstreams = Upstreams::new(http, timeout);
+/// Forgets cached sessions idle for longer than the idle timeout or expired, and ended sessions
+/// that have expired anyway.
+pub(crate) async fn sweep(store: SessionStore) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
-        let cutoff = now_ms() - IDLE_TIMEOUT_MS;
-        let idle: Vec<String> = store
+        let now = now_ms();
+        let cutoff = now - IDLE_TIMEOUT_MS;
+        let stale: Vec<String> = store
             .map
             .iter()
-            .filter(|s| s.last_used_ms.load(Ordering::Relaxed) < cutoff)
+            .filter(|s| s.last_used_ms.load(Ordering::Relaxed) < cutoff || s.expired(now))
             .map(|s| s.key().clone())
             .collect();
-        for id in idle {
-            if let Some(session) = store.remove(&id) {
-                debug!(session = %id, "idle session expired");
-                close_upstreams(&session, &upstreams);
-            }
+        for token in stale {
+            debug!(session = %seal::audit_id(&token), "forgetting an idle or expired session");
+            store.forget(&token);
         }
+        store.ended.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, expires| *expires > now);
     }
 }

@@ -3,9 +3,12 @@
 
 mod support;
 
+use base64::Engine as _;
 use gatehouse_bundle::SigningKey;
+use gatehouse_bundle::format::SessionKey;
 use gatehouse_core::audit::Outcome;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use support::*;
 
 /// Alice's tools under the default grants.
@@ -370,7 +373,9 @@ async fn audit_events_reach_the_control_plane_despite_refusals_and_restarts() {
     assert_eq!(call.user_email.as_deref(), Some("alice@acme.test"));
     assert_eq!(call.client_name.as_deref(), Some("test-client"));
     assert_eq!(call.client_version.as_deref(), Some("1.2.3"));
-    assert_eq!(call.session_id, alice.session);
+    // Audit carries the short id of the sealed session: 32 hex digits of the token's SHA-256.
+    let sealed = alice.session.as_deref().unwrap();
+    assert_eq!(call.session_id.as_deref(), Some(&hex::encode(Sha256::digest(sealed.as_bytes()))[..32]));
     assert_eq!(call.virtual_server, "dev");
     assert_eq!(call.upstream_server.as_deref(), Some("alpha"));
     assert!(call.latency_us > 0);
@@ -609,4 +614,116 @@ async fn resources_prompts_completions_and_logging_are_merged_and_routed() {
     assert_eq!(level.body["result"], json!({}));
     assert!(up.alpha.notes().iter().any(|n| n["method"] == "logging/setLevel"));
     assert!(!up.beta.notes().iter().any(|n| n["method"] == "logging/setLevel"), "beta offers no logging");
+}
+
+/// DELETEs a session with `token`'s credentials; the status.
+async fn delete_session(client: &McpClient, token: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(&client.endpoint)
+        .bearer_auth(token)
+        .header("mcp-session-id", client.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The id of the session key that sealed a token (its first byte is the id's length).
+fn sealing_key_id(token: &str) -> String {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
+    String::from_utf8(bytes[1..1 + usize::from(bytes[0])].to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn any_worker_serves_any_session() {
+    let (key, up, cp, a, _dir) = setup().await;
+    let (dir_b, dir_c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = TestGateway::start(&cp.url, dir_b.path(), &key).await;
+    let c = TestGateway::start(&cp.url, dir_c.path(), &key).await;
+    b.revision().await;
+    c.revision().await;
+
+    // initialize on A; list and call on B with the same session id.
+    let mut on_a = a.client("dev", Some(ALICE));
+    on_a.initialize().await;
+    let token = on_a.session.clone().unwrap();
+    let mut on_b = b.client("dev", Some(ALICE));
+    on_b.session = Some(token.clone());
+    assert_eq!(on_b.tool_names().await, ALICE_TOOLS);
+    assert_eq!(text_of(&on_b.call("echo", json!({"x": 1})).await), r#"alpha/echo: {"x":1}"#);
+    assert_eq!(text_of(&on_b.call("beta__search", json!({})).await), "beta/search: {}");
+    assert_eq!(on_a.tool_names().await, ALICE_TOOLS);
+    // B used the upstream sessions A sealed into the token: no upstream was initialized again.
+    assert_eq!((up.alpha.sessions_opened(), up.beta.sessions_opened()), (1, 1));
+
+    // Another virtual server, another user, a tampered id: 404 like an unknown session, whether the
+    // worker has the session cached (A, B) or not (C).
+    let mut tampered = token.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for gw in [&c, &a, &b] {
+        for (vs, user, session) in [
+            ("broken", ALICE, &token),
+            ("dev", BOB, &token),
+            ("dev", ALICE, &tampered),
+            ("dev", ALICE, &format!("{token}x")),
+        ] {
+            let mut client = gw.client(vs, Some(user));
+            client.session = Some(session.clone());
+            let reply = client.request("tools/list", json!({})).await;
+            assert_eq!((reply.status, reply.rpc_code()), (404, Some(-32001)), "{vs} {user} at {}", gw.url);
+        }
+    }
+
+    // An upstream forgets its sessions: B opens a new one and keeps it (the token cannot change);
+    // A, which never saw the new one, opens its own when it meets the 404.
+    up.alpha.forget_sessions();
+    assert_eq!(text_of(&on_b.call("echo", json!({})).await), "alpha/echo: {}");
+    assert_eq!(text_of(&on_b.call("echo", json!({})).await), "alpha/echo: {}");
+    assert_eq!(up.alpha.sessions_opened(), 2);
+    assert_eq!(text_of(&on_a.call("echo", json!({})).await), "alpha/echo: {}");
+    assert_eq!(up.alpha.sessions_opened(), 3);
+
+    // Key rotation: a newer key seals new sessions, the old one still opens; once the old key leaves
+    // the bundle, its sessions are over everywhere (cached or not).
+    let mut rotated = content(&up, ANALYST);
+    let k2 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    rotated.session_keys.push(SessionKey { id: "k2".into(), key_b64: k2.clone(), created_at_ms: 2 });
+    rotated.normalize();
+    let revision = rotated.revision();
+    cp.publish(vec![key.sign("default", 2, 0, rotated.clone())]);
+    for gw in [&a, &b, &c] {
+        eventually("the rotated bundle", async || (gw.gw.active_revision(TENANT)? == revision).then_some(())).await;
+    }
+    assert_eq!(sealing_key_id(&token), "k1");
+    assert_eq!(on_b.tool_names().await, ALICE_TOOLS, "the old key still opens");
+    let mut fresh = c.client("dev", Some(ALICE));
+    fresh.initialize().await;
+    assert_eq!(sealing_key_id(fresh.session.as_deref().unwrap()), "k2", "the newest key seals");
+    let mut fresh_on_a = a.client("dev", Some(ALICE));
+    fresh_on_a.session = fresh.session.clone();
+    assert_eq!(fresh_on_a.tool_names().await, ALICE_TOOLS);
+
+    rotated.session_keys.retain(|k| k.id == "k2");
+    let revision = rotated.revision();
+    cp.publish(vec![key.sign("default", 3, 0, rotated)]);
+    for gw in [&a, &b, &c] {
+        eventually("the bundle without k1", async || (gw.gw.active_revision(TENANT)? == revision).then_some(())).await;
+    }
+    assert_eq!(on_b.request("ping", json!({})).await.status, 404, "k1 left the bundle");
+    assert_eq!(on_a.request("ping", json!({})).await.status, 404);
+    assert_eq!(fresh_on_a.request("ping", json!({})).await.status, 200);
+
+    // DELETE on A: A answers 404 from then on. Without shared state, B keeps serving the session
+    // until it expires (re-opening the upstream sessions A ended): the documented limit.
+    let mut on_b = b.client("dev", Some(ALICE));
+    on_b.session = fresh.session.clone();
+    assert_eq!(on_b.request("ping", json!({})).await.status, 200);
+    assert_eq!(delete_session(&fresh_on_a, BOB).await, 404, "only the owner may end a session");
+    assert_eq!(delete_session(&fresh_on_a, ALICE).await, 200);
+    assert_eq!(fresh_on_a.request("ping", json!({})).await.status, 404);
+    assert_eq!(delete_session(&fresh_on_a, ALICE).await, 404);
+    assert_eq!(text_of(&on_b.call("echo", json!({})).await), "alpha/echo: {}");
 }

@@ -494,6 +494,44 @@ impl Store {
         Ok(n > 0)
     }
 
+    // ---------------------------------------------------------------- session keys
+
+    /// Stores a new session key of a tenant (a second key with the same id is a conflict).
+    pub async fn insert_session_key(&self, k: &SessionKeyRow) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO session_keys (tenant_id, id, key_b64, created_at_ms) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(&k.tenant_id)
+        .bind(&k.id)
+        .bind(&k.key_b64)
+        .bind(k.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A tenant's session keys, by id.
+    pub async fn list_session_keys(&self, tenant_id: &str) -> Result<Vec<SessionKeyRow>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, key_b64, created_at_ms FROM session_keys WHERE tenant_id = $1 ORDER BY id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Deletes a session key (the end of a rotation's overlap); returns whether it existed.
+    pub async fn delete_session_key(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM session_keys WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
     // ---------------------------------------------------------------- audit
 
     /// Stores audit events; an event whose id is already stored is skipped, so a worker's retry never

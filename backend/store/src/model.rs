@@ -121,6 +121,31 @@ pub struct VirtualServerUpstream {
     pub position: i64,
 }
 
+/// A session sealing key of a tenant (see `docs/decisions/0006-stateless-sessions.md`).
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionKeyRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Short id, unique in the tenant, carried in every token the key seals.
+    pub id: String,
+    /// The 32 key bytes, standard base64.
+    pub key_b64: String,
+    /// Created at: the newest key of a tenant seals.
+    pub created_at_ms: i64,
+}
+
+// Hand-written so the key never reaches a log line.
+impl std::fmt::Debug for SessionKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeyRow")
+            .field("tenant_id", &self.tenant_id)
+            .field("id", &self.id)
+            .field("key_b64", &"<redacted>")
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
+}
+
 /// An API token (only its hash is stored).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiToken {

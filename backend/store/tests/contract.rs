@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
     ApiToken, AuditRow, Binding, BundleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, Role, Server,
-    Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
+    SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -73,6 +73,7 @@ contract_tests! {
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
     bundles => sqlite_bundles, postgres_bundles;
+    session_keys => sqlite_session_keys, postgres_session_keys;
     tenant_isolation => sqlite_tenant_isolation, postgres_tenant_isolation;
     cross_tenant_references => sqlite_cross_tenant_references, postgres_cross_tenant_references;
     console_sessions => sqlite_console_sessions, postgres_console_sessions;
@@ -570,6 +571,36 @@ async fn audit(s: &Store) {
 }
 
 // ==================================================================== 8. bundles
+
+async fn session_keys(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    for t in [&a, &b] {
+        s.create_tenant(t).await.unwrap();
+    }
+    let key = |t: &Tenant, id: &str, at: i64| SessionKeyRow {
+        tenant_id: t.id.clone(),
+        id: id.to_owned(),
+        key_b64: format!("key {id} of {}", t.slug),
+        created_at_ms: at,
+    };
+    assert_eq!(s.list_session_keys(&a.id).await.unwrap(), vec![]);
+    // Inserted out of id order; listed by id.
+    let (a2, a1, b1) = (key(&a, "k2", 2), key(&a, "k1", 5), key(&b, "k1", 1));
+    for row in [&a2, &a1, &b1] {
+        s.insert_session_key(row).await.unwrap();
+    }
+    assert_eq!(s.list_session_keys(&a.id).await.unwrap(), vec![a1.clone(), a2.clone()]);
+    assert_eq!(s.list_session_keys(&b.id).await.unwrap(), vec![b1.clone()]);
+    assert_conflict(s.insert_session_key(&key(&a, "k1", 9)).await, "a second key k1 of tenant a");
+    assert!(!format!("{a1:?}").contains("key k1"), "Debug hides the key");
+
+    // Deleting names the tenant: b's k1 survives a's deletion.
+    assert!(s.delete_session_key(&a.id, "k1").await.unwrap());
+    assert!(!s.delete_session_key(&a.id, "k1").await.unwrap());
+    assert_eq!(s.list_session_keys(&a.id).await.unwrap(), vec![a2]);
+    assert_eq!(s.list_session_keys(&b.id).await.unwrap(), vec![b1]);
+}
 
 async fn bundles(s: &Store) {
     let a = tenant("a");

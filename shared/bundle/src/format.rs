@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Version of the bundle schema; a worker refuses bundles of a schema it does not know.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2 added [`Content::session_keys`] (issue 3). A worker of schema 1 would parse such content without
+/// the keys and then find that its revision does not match, so the number says it plainly instead.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A whole bundle: manifest plus content. This is what gets signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +60,32 @@ pub struct Content {
     pub roles: Vec<Role>,
     /// Virtual servers: the endpoints clients connect to.
     pub virtual_servers: Vec<VirtualServer>,
+    /// Keys that seal and open the client-facing `Mcp-Session-Id` (stateless sessions), sorted by id.
+    /// The newest (highest `created_at_ms`, then id) seals; every listed key opens. The bundle is
+    /// signed, not encrypted: these keys are as secret as the channel and the disk copy that carry it.
+    pub session_keys: Vec<SessionKey>,
+}
+
+/// A session sealing key (XChaCha20-Poly1305, 256 bits).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionKey {
+    /// Short id, carried in every token it seals (at most 255 bytes; the control plane uses 8 hex digits).
+    pub id: String,
+    /// The 32 key bytes, standard base64.
+    pub key_b64: String,
+    /// Unix milliseconds when the control plane created it: the newest key seals.
+    pub created_at_ms: i64,
+}
+
+// Hand-written so the key never reaches a log line.
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("id", &self.id)
+            .field("key_b64", &"<redacted>")
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
 }
 
 /// A user the gateway can authenticate.
@@ -128,6 +157,7 @@ impl Content {
             }
         }
         self.virtual_servers.sort_by(|a, b| a.slug.cmp(&b.slug));
+        self.session_keys.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
     /// The canonical bytes of the content.
@@ -158,6 +188,7 @@ mod tests {
             servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into() }],
             roles: vec![Role { slug: "r".into(), grants }],
             virtual_servers: vec![VirtualServer { slug: "dev".into(), upstreams: vec!["everything".into()] }],
+            session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
         }
     }
 

@@ -73,6 +73,43 @@ pub struct TenantPolicy {
     tokens: HashMap<String, (String, String, Option<i64>)>,
     users: HashMap<String, (String, UserGrants)>,
     virtual_servers: HashMap<String, Arc<VirtualServerRoute>>,
+    /// Decoded session keys, newest first (see [`TenantPolicy::session_keys`]).
+    session_keys: Vec<SessionKeyMaterial>,
+}
+
+/// A decoded session sealing key of the tenant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionKeyMaterial {
+    /// Its id, carried in each token it seals.
+    pub id: String,
+    /// The 256-bit key.
+    pub key: [u8; 32],
+    /// When the control plane created it.
+    pub created_at_ms: i64,
+}
+
+// Hand-written so the key never reaches a log line.
+impl std::fmt::Debug for SessionKeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKeyMaterial").field("id", &self.id).field("created_at_ms", &self.created_at_ms).finish()
+    }
+}
+
+/// Decodes the bundle's session keys, newest first; a key whose id is empty or longer than 255
+/// bytes, or whose bytes are not 32 in base64, is left out (the compiler never makes one).
+fn decode_session_keys(keys: &[crate::format::SessionKey]) -> Vec<SessionKeyMaterial> {
+    use base64::Engine as _;
+    let mut decoded: Vec<SessionKeyMaterial> = keys
+        .iter()
+        .filter(|k| !k.id.is_empty() && k.id.len() <= 255)
+        .filter_map(|k| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(&k.key_b64).ok()?;
+            let key: [u8; 32] = bytes.try_into().ok()?;
+            Some(SessionKeyMaterial { id: k.id.clone(), key, created_at_ms: k.created_at_ms })
+        })
+        .collect();
+    decoded.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.id.cmp(&a.id)));
+    decoded
 }
 
 impl TenantPolicy {
@@ -113,7 +150,13 @@ impl TenantPolicy {
                 (vs.slug.clone(), Arc::new(VirtualServerRoute { slug: vs.slug.clone(), upstreams }))
             })
             .collect();
-        Self { manifest: bundle.manifest.clone(), tokens, users, virtual_servers }
+        let session_keys = decode_session_keys(&c.session_keys);
+        Self { manifest: bundle.manifest.clone(), tokens, users, virtual_servers, session_keys }
+    }
+
+    /// The tenant's usable session keys, newest first: the first one seals, every one opens.
+    pub fn session_keys(&self) -> &[SessionKeyMaterial] {
+        &self.session_keys
     }
 
     /// Authenticates a bearer token at time `now_ms`.
@@ -188,6 +231,19 @@ mod tests {
             servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:9/mcp".into() }],
             roles: vec![Role { slug: "analyst".into(), grants: analyst }, Role { slug: "admin".into(), grants: admin }],
             virtual_servers: vec![VirtualServer { slug: "dev".into(), upstreams: vec!["everything".into()] }],
+            session_keys: vec![
+                SessionKey {
+                    id: "a-old".into(),
+                    key_b64: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into(),
+                    created_at_ms: 1,
+                },
+                SessionKey {
+                    id: "b-new".into(),
+                    key_b64: "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=".into(),
+                    created_at_ms: 2,
+                },
+                SessionKey { id: "c-short".into(), key_b64: "AAAA".into(), created_at_ms: 3 },
+            ],
         };
         Bundle {
             manifest: Manifest {
@@ -223,6 +279,15 @@ mod tests {
         assert!(matches!(p.authorize_tool("u2", "other", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("u3", "everything", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("ghost", "everything", "echo"), Decision::Deny { .. }));
+    }
+
+    #[test]
+    fn session_keys_are_decoded_newest_first_and_bad_ones_left_out() {
+        let p = TenantPolicy::build(&bundle());
+        let ids: Vec<&str> = p.session_keys().iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["b-new", "a-old"]);
+        assert_eq!(p.session_keys()[1].key, [1u8; 32]);
+        assert!(!format!("{:?}", p.session_keys()[0]).contains("2, 2"));
     }
 
     #[test]

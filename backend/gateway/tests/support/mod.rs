@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use gatehouse_bundle::format::{Content, Role, Server, Token, User, VirtualServer};
+use gatehouse_bundle::format::{Content, Role, Server, SessionKey, Token, User, VirtualServer};
 use gatehouse_bundle::{SignedBundle, SigningKey};
 use gatehouse_core::audit::AuditEvent;
 use gatehouse_gateway::{Gateway, GatewayConfig};
@@ -33,6 +33,8 @@ pub const ALICE: &str = "tok-alice";
 pub const BOB: &str = "tok-bob";
 /// Alice's token that expired long ago.
 pub const EXPIRED: &str = "tok-expired";
+/// The tenant's session key (32 bytes of 7), id `k1`.
+pub const SESSION_KEY_B64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
 /// Serves `router` on a fresh port; returns its base URL.
 pub async fn serve(router: Router) -> (String, JoinHandle<()>) {
@@ -510,6 +512,7 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
             VirtualServer { slug: "dev".into(), upstreams: vec!["alpha".into(), "beta".into()] },
             VirtualServer { slug: "broken".into(), upstreams: vec!["alpha".into(), "gone".into()] },
         ],
+        session_keys: vec![SessionKey { id: "k1".into(), key_b64: SESSION_KEY_B64.into(), created_at_ms: 1 }],
     };
     content.normalize();
     content
