@@ -315,7 +315,8 @@ async fn handle_post(
 
     if let Some(why) = unsupported_version(headers, method.as_deref(), params.as_ref()) {
         record.outcome(Outcome::Invalid, why);
-        return rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id.as_ref()));
+        let requested = requested_version(headers, params.as_ref());
+        return rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id.as_ref(), requested));
     }
 
     if let (Some("initialize"), Some(id)) = (method.as_deref(), id.as_ref()) {
@@ -363,24 +364,34 @@ async fn handle_post(
     rpc(StatusCode::OK, answer)
 }
 
-/// The 400 -32022 answer to a request in a protocol version the gateway does not speak.
-fn unsupported_version_error(id: Option<&Id>) -> Value {
+/// The 400 -32022 answer to a request in a protocol version the gateway does not speak: `data`
+/// lists the versions we support and, when the request named one, echoes it as `requested`.
+fn unsupported_version_error(id: Option<&Id>, requested: Option<&str>) -> Value {
+    let mut data = json!({ "supported": SUPPORTED_PROTOCOL_VERSIONS });
+    if let Some(requested) = requested {
+        data["requested"] = json!(requested);
+    }
     json!({
         "jsonrpc": "2.0",
         "id": id,
-        "error": {
-            "code": UNSUPPORTED_PROTOCOL_VERSION,
-            "message": "Unsupported protocol version",
-            "data": { "supported": SUPPORTED_PROTOCOL_VERSIONS },
-        },
+        "error": { "code": UNSUPPORTED_PROTOCOL_VERSION, "message": "Unsupported protocol version", "data": data },
     })
+}
+
+/// The protocol version a request names: `params._meta`'s (2026-07-28 era), else the header's.
+fn requested_version<'a>(headers: &'a HeaderMap, params: Option<&'a Value>) -> Option<&'a str> {
+    params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str)
+        .or_else(|| headers.get(&MCP_PROTOCOL_VERSION).and_then(|v| v.to_str().ok()))
 }
 
 /// The refusal of a GET or DELETE whose `MCP-Protocol-Version` the gateway does not speak.
 fn version_refusal(headers: &HeaderMap, id: Option<&Id>, record: &mut Record) -> Option<Response> {
     let why = unsupported_version(headers, None, None)?;
     record.outcome(Outcome::Invalid, why);
-    Some(rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id)))
+    Some(rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id, requested_version(headers, None))))
 }
 
 /// A client notification: `notifications/cancelled` goes to the upstream serving that request,

@@ -204,7 +204,10 @@ async fn authentication_sessions_and_protocol_errors() {
         .await;
     assert_eq!((probe.status, probe.rpc_code()), (400, Some(-32022)));
     assert_eq!(probe.body["error"]["message"], "Unsupported protocol version");
-    assert_eq!(probe.body["error"]["data"], json!({"supported": ["2025-11-25", "2025-06-18", "2025-03-26"]}));
+    assert_eq!(
+        probe.body["error"]["data"],
+        json!({"supported": ["2025-11-25", "2025-06-18", "2025-03-26"], "requested": "2026-07-28"})
+    );
     let bad_header = gw
         .client("dev", Some(ALICE))
         .post_raw(
@@ -213,6 +216,7 @@ async fn authentication_sessions_and_protocol_errors() {
         )
         .await;
     assert_eq!((bad_header.status, bad_header.rpc_code()), (400, Some(-32022)));
+    assert_eq!(bad_header.body["error"]["data"]["requested"], "1999-01-01");
 
     // Malformed bodies.
     for (body, code) in [
