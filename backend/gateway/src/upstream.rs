@@ -7,13 +7,14 @@
 //! forwarded with [`Upstreams::forward`], which hands an event-stream answer back unread so that
 //! `relay` can stream it through; the gateway's own requests ([`Upstreams::request`]) are buffered.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderName;
 use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::debug;
@@ -29,6 +30,13 @@ pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp
 
 /// Largest upstream answer (JSON body or one SSE event) the gateway buffers.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+// Header values built once instead of being copied (and checked) on every request.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+/// Upstream URLs parsed per thread, so a request does not parse its URL again (`url` + IDNA).
+const MAX_PARSED_URLS: usize = 64;
 
 /// An established upstream session.
 #[derive(Debug)]
@@ -172,7 +180,11 @@ impl Upstreams {
     ) -> Result<Option<reqwest::Response>, UpstreamError> {
         let work = async {
             let session = self.session(target, None).await?;
-            let mut request = self.http.get(target.url).header(ACCEPT, "text/event-stream");
+            let mut request = match endpoint(target.url) {
+                Some(url) => self.http.get(url),
+                None => self.http.get(target.url),
+            };
+            request = request.header(ACCEPT, SSE);
             request = with_session(request, &session);
             if let Some(last) = last_event_id {
                 request = request.header("last-event-id", last);
@@ -261,12 +273,12 @@ impl Upstreams {
         session: Option<&UpstreamSession>,
         body: Bytes,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut request = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream")
-            .body(body);
+        let request = match endpoint(url) {
+            Some(parsed) => self.http.post(parsed),
+            // Unparsable: reqwest reports it as before.
+            None => self.http.post(url),
+        };
+        let mut request = request.header(CONTENT_TYPE, JSON).header(ACCEPT, JSON_OR_SSE).body(body);
         if let Some(s) = session {
             request = with_session(request, s);
         }
@@ -302,13 +314,39 @@ fn with_session(mut request: reqwest::RequestBuilder, session: &UpstreamSession)
     if let Some(sid) = &session.session_id {
         request = request.header(MCP_SESSION_ID, sid);
     }
-    request.header(MCP_PROTOCOL_VERSION, &session.protocol_version)
+    // A supported version is a `&'static str`: no copy. Anything else is passed as it is (reqwest
+    // refuses an invalid one, as before).
+    match crate::SUPPORTED_PROTOCOL_VERSIONS.iter().find(|v| **v == session.protocol_version) {
+        Some(version) => request.header(MCP_PROTOCOL_VERSION, HeaderValue::from_static(version)),
+        None => request.header(MCP_PROTOCOL_VERSION, &session.protocol_version),
+    }
+}
+
+/// `url` parsed, from a small per-thread cache: an upstream's URL is parsed once per runtime thread
+/// instead of on every request. `None` if it does not parse (the caller then lets reqwest report it).
+fn endpoint(url: &str) -> Option<reqwest::Url> {
+    thread_local! {
+        static PARSED: RefCell<Vec<(Box<str>, reqwest::Url)>> = const { RefCell::new(Vec::new()) };
+    }
+    PARSED.with_borrow_mut(|cache| {
+        if let Some((_, parsed)) = cache.iter().find(|(s, _)| **s == *url) {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        if cache.len() >= MAX_PARSED_URLS {
+            cache.remove(0);
+        }
+        cache.push((url.into(), parsed.clone()));
+        Some(parsed)
+    })
 }
 
 fn encode(id: Option<&Value>, method: &str, params: Option<&Value>) -> Result<Bytes, UpstreamError> {
-    serde_json::to_vec(&Outgoing { jsonrpc: "2.0", id, method, params })
-        .map(Bytes::from)
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))
+    // Sized for a typical request, so the buffer is not grown step by step.
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, &Outgoing { jsonrpc: "2.0", id, method, params })
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    Ok(Bytes::from(body))
 }
 
 /// True if the response is `text/event-stream`.
@@ -331,15 +369,28 @@ fn unreachable(e: reqwest::Error) -> UpstreamError {
 
 /// Reads a JSON body (bounded) and picks the response to request `id` out of it.
 async fn read_json(mut response: reqwest::Response, id: &Value) -> Result<Value, UpstreamError> {
-    let mut body = Vec::new();
+    // A small answer usually arrives as one chunk: parse it in place, copying only when there are more.
+    let mut first: Option<Bytes> = None;
+    let mut joined = Vec::new();
+    let mut size = 0;
     while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+        size += chunk.len();
+        if size > MAX_ANSWER_BYTES {
             return Err(UpstreamError::Protocol(format!("answer larger than {MAX_ANSWER_BYTES} bytes")));
         }
-        body.extend_from_slice(&chunk);
+        if first.is_none() && joined.is_empty() {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            joined.reserve(size);
+            joined.extend_from_slice(&first);
+        }
+        joined.extend_from_slice(&chunk);
     }
+    let body: &[u8] = first.as_deref().unwrap_or(&joined);
     let value: Value =
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol(format!("invalid JSON: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Protocol(format!("invalid JSON: {e}")))?;
     response_to(value, id).ok_or_else(|| UpstreamError::Protocol(format!("no response to request {id}")))
 }
 
