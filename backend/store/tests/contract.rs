@@ -72,6 +72,7 @@ contract_tests! {
     virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
+    audit_large_batches => sqlite_audit_large_batches, postgres_audit_large_batches;
     bundles => sqlite_bundles, postgres_bundles;
     session_keys => sqlite_session_keys, postgres_session_keys;
     tenant_isolation => sqlite_tenant_isolation, postgres_tenant_isolation;
@@ -534,6 +535,23 @@ async fn tokens(s: &Store) {
 }
 
 // ==================================================================== 7. audit
+
+/// Batches larger than one INSERT statement holds (the store chunks them to stay under each
+/// database's bound-parameter limit), with duplicates inside a batch and across retries.
+async fn audit_large_batches(s: &Store) {
+    let a = tenant("a");
+    s.create_tenant(&a).await.unwrap();
+    let mut batch: Vec<AuditRow> = (0..2_501).map(|i| audit_event(&a, i, i % 2 == 0)).collect();
+    batch.push(batch[1_700].clone());
+    assert_eq!(s.insert_audit_events(&batch).await.unwrap(), 2_501, "a duplicate inside the batch counts once");
+    assert_eq!(s.insert_audit_events(&batch).await.unwrap(), 0, "a retried batch adds nothing");
+    let more: Vec<AuditRow> = (0..1_200).map(|i| audit_event(&a, 10_000 + i, true)).collect();
+    let mixed: Vec<AuditRow> = batch[..1_000].iter().cloned().chain(more.iter().cloned()).collect();
+    assert_eq!(s.insert_audit_events(&mixed).await.unwrap(), 1_200, "only the new events of a mixed retry");
+    let stored = s.list_audit(&a.id, 10_000, None).await.unwrap();
+    assert_eq!(stored.len(), 3_701);
+    assert_eq!(stored.iter().find(|e| e.id == batch[2_000].id), Some(&batch[2_000]), "rows round-trip intact");
+}
 
 async fn audit(s: &Store) {
     let a = tenant("a");
