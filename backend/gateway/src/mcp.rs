@@ -178,22 +178,33 @@ pub(crate) async fn get(
     response
 }
 
-async fn handle_get(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
-    let Admitted { policy, route, principal } = match admit(gw, tenant, vs, headers, record) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.response(gw, tenant, vs),
-    };
+/// What GET and DELETE share: admission, the version check and the sealed session, or the refusal
+/// to answer with.
+fn admit_session(
+    gw: &Gateway,
+    tenant: &str,
+    vs: &str,
+    headers: &HeaderMap,
+    record: &mut Record,
+) -> Result<(Arc<VirtualServerRoute>, Arc<Session>), Box<Response>> {
+    let Admitted { policy, route, principal } =
+        admit(gw, tenant, vs, headers, record).map_err(|refusal| Box::new(refusal.response(gw, tenant, vs)))?;
     if let Some(response) = version_refusal(headers, None, record) {
-        return response;
+        return Err(Box::new(response));
     }
-    let session = match session_of(gw, headers, &policy, &route, &principal) {
-        Ok(session) => session,
-        Err(problem) => {
-            record.outcome(Outcome::Invalid, problem.message().to_owned());
-            return error(problem.status(), problem.code(), problem.message());
-        }
-    };
+    let session = session_of(gw, headers, &policy, &route, &principal).map_err(|problem| {
+        record.outcome(Outcome::Invalid, problem.message().to_owned());
+        Box::new(error(problem.status(), problem.code(), problem.message()))
+    })?;
     record.session(&session);
+    Ok((route, session))
+}
+
+async fn handle_get(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
+    let (route, session) = match admit_session(gw, tenant, vs, headers, record) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
     // `Last-Event-ID` names one upstream's event: that upstream resumes from it, the others start fresh.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(relay::parse_event_id);
     let session = &session;
@@ -255,21 +266,10 @@ pub(crate) async fn delete(
 }
 
 async fn handle_delete(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut Record) -> Response {
-    let Admitted { policy, route, principal } = match admit(gw, tenant, vs, headers, record) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.response(gw, tenant, vs),
+    let session = match admit_session(gw, tenant, vs, headers, record) {
+        Ok((_, session)) => session,
+        Err(response) => return *response,
     };
-    if let Some(response) = version_refusal(headers, None, record) {
-        return response;
-    }
-    let session = match session_of(gw, headers, &policy, &route, &principal) {
-        Ok(session) => session,
-        Err(problem) => {
-            record.outcome(Outcome::Invalid, problem.message().to_owned());
-            return error(problem.status(), problem.code(), problem.message());
-        }
-    };
-    record.session(&session);
     gw.inner().sessions.end(&session);
     record.outcome(Outcome::Allowed, None);
     StatusCode::OK.into_response()
