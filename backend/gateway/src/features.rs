@@ -30,10 +30,15 @@ pub(crate) async fn resources_list(
     id: &Id,
     record: &mut Record,
 ) -> Value {
-    match list_resources(gw, route, session).await {
-        Ok(resources) => {
+    list_answer(id, "resources", list_resources(gw, route, session).await, record)
+}
+
+/// The answer to a merged list request: `{key: items}`, or the upstream failure.
+fn list_answer(id: &Id, key: &str, items: Result<Vec<Value>, UpstreamFailure>, record: &mut Record) -> Value {
+    match items {
+        Ok(items) => {
             record.outcome(Outcome::Allowed, None);
-            result_response(id, json!({ "resources": resources }))
+            result_response(id, json!({ key: items }))
         }
         Err(failure) => upstream_failed(id, failure, record),
     }
@@ -71,14 +76,10 @@ pub(crate) async fn templates_list(
     id: &Id,
     record: &mut Record,
 ) -> Value {
-    match list_all(gw, route, session, "resources", "resources/templates/list", "resourceTemplates").await {
-        Ok(lists) => {
-            record.outcome(Outcome::Allowed, None);
-            let templates: Vec<Value> = lists.into_iter().flat_map(|(_, t)| t).collect();
-            result_response(id, json!({ "resourceTemplates": templates }))
-        }
-        Err(failure) => upstream_failed(id, failure, record),
-    }
+    let templates = list_all(gw, route, session, "resources", "resources/templates/list", "resourceTemplates")
+        .await
+        .map(|lists| lists.into_iter().flat_map(|(_, t)| t).collect());
+    list_answer(id, "resourceTemplates", templates, record)
 }
 
 /// `prompts/list`: every upstream's prompts, named like tools (a name used by several upstreams
@@ -90,13 +91,7 @@ pub(crate) async fn prompts_list(
     id: &Id,
     record: &mut Record,
 ) -> Value {
-    match catalog(gw, route, session).await {
-        Ok(prompts) => {
-            record.outcome(Outcome::Allowed, None);
-            result_response(id, json!({ "prompts": prompts }))
-        }
-        Err(failure) => upstream_failed(id, failure, record),
-    }
+    list_answer(id, "prompts", catalog(gw, route, session).await, record)
 }
 
 async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Value>, UpstreamFailure> {

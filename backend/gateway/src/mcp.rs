@@ -606,21 +606,8 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
 
 /// Parses one JSON-RPC message; the error is a JSON-RPC code and a message.
 fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| (PARSE_ERROR, format!("the body is not valid JSON: {e}")))?;
-    if value.is_array() {
-        return Err((INVALID_REQUEST, "batches are not supported in protocol 2025-11-25".to_owned()));
-    }
-    if !value.is_object() {
-        return Err((INVALID_REQUEST, "the body must be a JSON-RPC 2.0 message (a JSON object)".to_owned()));
-    }
-    // `Message` reads a null id as no id, which would turn a broken request into a notification that
-    // never gets an answer; MCP forbids null ids.
-    if value.get("id").is_some_and(Value::is_null) {
-        return Err((INVALID_REQUEST, "the id must be a string or a number, not null".to_owned()));
-    }
-    let message: Message = serde_json::from_value(value)
-        .map_err(|e| (INVALID_REQUEST, format!("the body is not a JSON-RPC 2.0 message: {e}")))?;
+    // One pass on the request path; the body is looked at again only to explain a refusal.
+    let message: Message = serde_json::from_slice(body).map_err(|e| refusal_of(body, e))?;
     if message.jsonrpc != "2.0" {
         return Err((
             INVALID_REQUEST,
@@ -631,6 +618,24 @@ fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
         return Err((INVALID_REQUEST, "a JSON-RPC message needs a method, a result or an error".to_owned()));
     }
     Ok(message)
+}
+
+/// The JSON-RPC error for a body that is not a single JSON-RPC message.
+fn refusal_of(body: &[u8], e: serde_json::Error) -> (i64, String) {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => return (PARSE_ERROR, format!("the body is not valid JSON: {e}")),
+    };
+    if value.is_array() {
+        return (INVALID_REQUEST, "batches are not supported in protocol 2025-11-25".to_owned());
+    }
+    if !value.is_object() {
+        return (INVALID_REQUEST, "the body must be a JSON-RPC 2.0 message (a JSON object)".to_owned());
+    }
+    if value.get("id").is_some_and(Value::is_null) {
+        return (INVALID_REQUEST, "the id must be a string or a number, not null".to_owned());
+    }
+    (INVALID_REQUEST, format!("the body is not a JSON-RPC 2.0 message: {e}"))
 }
 
 /// Why the request speaks a protocol version this gateway does not, if it does. `server/discover`

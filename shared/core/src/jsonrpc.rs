@@ -36,8 +36,9 @@ pub enum Id {
 pub struct Message {
     /// Must be "2.0".
     pub jsonrpc: String,
-    /// Present on requests and responses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present on requests and responses. A `null` id is refused rather than read as "no id", which
+    /// would turn a broken request into a notification that never gets an answer (MCP forbids them).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "non_null_id")]
     pub id: Option<Id>,
     /// Present on requests and notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +52,10 @@ pub struct Message {
     /// A response's error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
+}
+
+fn non_null_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
+    Id::deserialize(d).map(Some)
 }
 
 impl Message {
@@ -76,4 +81,18 @@ pub fn error_response(id: Option<&Id>, rpc_code: i64, message: &str, code: Optio
 /// Builds a JSON-RPC success response.
 pub fn result_response(id: &Id, result: Value) -> Value {
     serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_may_be_absent_but_never_null() {
+        let n: Message = serde_json::from_str(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert!(n.is_notification());
+        let r: Message = serde_json::from_str(r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#).unwrap();
+        assert_eq!(r.id, Some(Id::Str("a".into())));
+        assert!(serde_json::from_str::<Message>(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).is_err());
+    }
 }
