@@ -535,6 +535,46 @@ async function main() {
       await snap('09-explain');
     });
 
+    await step('add an access rule; a bad one is refused naming the field', async () => {
+      await openTab('roles', 'Access roles');
+      await hydrated();
+      const mark = await markDocument();
+      await byTestId(`add-rule-open-${ROLE}`).click();
+      await byTestId(`rule-${ROLE}-effect`).selectOption('allow');
+      await byTestId(`rule-${ROLE}-server`).selectOption(SERVER);
+      await byTestId(`rule-${ROLE}-tools`).fill('echo');
+      await byTestId(`rule-${ROLE}-param`).fill('nope');
+      await byTestId(`rule-${ROLE}-max-length`).fill('3');
+      await byTestId(`add-rule-${ROLE}`).click();
+      const refused = await waitText(`add-rule-error-${ROLE}`, 'params[0].param');
+      assert(refused.includes("no parameter 'nope'"), `refusal: ${refused}`);
+      await byTestId(`rule-${ROLE}-param`).fill('message');
+      await byTestId(`rule-${ROLE}-max-length`).fill('');
+      await byTestId(`rule-${ROLE}-pattern`).fill('hello.*');
+      await byTestId(`rule-${ROLE}-description`).fill('greetings only');
+      await byTestId(`add-rule-${ROLE}`).click();
+      const rule = await waitText(`rule-${ROLE}-echo`, 'matches hello.*');
+      assert(rule.includes('greetings only'), `rule row: ${rule}`);
+      await assertSameDocument(mark);
+      // Saved for real: a fresh server-rendered page lists it; then delete it again.
+      await page.reload();
+      await hydrated();
+      await waitText(`rule-${ROLE}-echo`, 'matches hello.*');
+      await snap('10-rules');
+      await byTestId(`rule-${ROLE}-echo`).getByRole('button', { name: /Delete rule/ }).click();
+      await waitFor('the rule to be gone', WAIT_MS, async () => (await byTestId(`rule-${ROLE}-echo`).count()) === 0);
+    });
+
+    await step('switch the virtual server to monitor-only and back', async () => {
+      await openTab('virtual-servers', 'Virtual servers');
+      await hydrated();
+      await waitText(`vs-mode-${VS}`, 'enforced');
+      await byTestId(`vs-set-mode-${VS}`).click();
+      await waitText(`vs-mode-${VS}`, 'monitor only');
+      await byTestId(`vs-set-mode-${VS}`).click();
+      await waitText(`vs-mode-${VS}`, 'enforced');
+    });
+
     await step('the audit page shows the calls (refresh without a page load)', async () => {
       await openTab('audit', 'Audit log');
       const mark = await markDocument();

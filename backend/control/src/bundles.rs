@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use gatehouse_bundle::format::{self, Content};
+use gatehouse_bundle::rules::select_by_annotation;
 use gatehouse_bundle::{KeyRing, SignedBundle, SigningKey, TenantPolicy};
+use gatehouse_core::rules::PolicyMode;
 use gatehouse_store::{BundleRow, SessionKeyRow, Store, StoreError, Tenant};
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
@@ -23,10 +25,11 @@ use crate::now_ms;
 pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreError> {
     let t = &tenant.id;
     ensure_session_key(store, t).await?;
-    let (users, roles, grants, bindings, servers, vss, links, tokens, session_keys) = tokio::try_join!(
+    let (users, roles, grants, rules, bindings, servers, vss, links, tokens, session_keys) = tokio::try_join!(
         store.list_users(t),
         store.list_roles(t),
         store.list_grants(t),
+        store.list_rules(t),
         store.list_bindings(t),
         store.list_servers(t),
         store.list_virtual_servers(t),
@@ -54,6 +57,29 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                 .push(g.tool.clone());
         }
     }
+    // Annotation selectors become tool names here, from the definitions the control plane fetched
+    // (and an administrator saw), never from what an upstream claims at call time.
+    let tool_defs: HashMap<&str, Vec<serde_json::Value>> =
+        servers.iter().map(|s| (s.id.as_str(), serde_json::from_str(&s.tools_json).unwrap_or_default())).collect();
+    let mut role_rules: HashMap<&str, Vec<format::Rule>> = HashMap::new();
+    for row in &rules {
+        let Some(server) = server_slug.get(row.server_id.as_str()) else { continue };
+        let view = crate::services::rule_view(row, server)?;
+        let only = view.annotation.as_ref().map(|a| {
+            let defs = tool_defs.get(row.server_id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            select_by_annotation(defs, &view.tools, a)
+        });
+        role_rules.entry(row.role_id.as_str()).or_default().push(format::Rule {
+            id: view.id,
+            server: view.server,
+            effect: view.effect,
+            tools: view.tools,
+            only,
+            annotation: view.annotation,
+            params: view.params,
+            description: view.description,
+        });
+    }
     let mut content = Content {
         tenant: tenant.slug.clone(),
         users: users
@@ -80,6 +106,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             .map(|r| format::Role {
                 slug: r.slug.clone(),
                 grants: role_grants.remove(r.id.as_str()).unwrap_or_default(),
+                rules: role_rules.remove(r.id.as_str()).unwrap_or_default(),
             })
             .collect(),
         virtual_servers: vss
@@ -91,6 +118,8 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                     .filter(|l| l.virtual_server_id == vs.id)
                     .filter_map(|l| server_slug.get(l.server_id.as_str()).map(|s| s.to_string()))
                     .collect(),
+                // A mode this build does not know is enforced: fail closed.
+                mode: PolicyMode::parse(&vs.policy_mode).unwrap_or(PolicyMode::Enforce),
             })
             .collect(),
         session_keys: session_keys

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use gatehouse_core::rules::{PolicyMode, RuleInput, RuleView};
 use gatehouse_core::views::*;
 use gatehouse_core::{ErrorCode, GatehouseError};
 use tower_sessions::Session;
@@ -108,6 +109,21 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.explain_access(a, &tenant, &virtual_server, &user_email).await.map_err(gql)
     }
+    /// Would this call be allowed, and by which rule? Decided with the call's arguments by the
+    /// gateway's evaluator on the current bundle, as enforcement would decide it (whatever the
+    /// virtual server's policy mode).
+    async fn explain_call(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        user_email: String,
+        server: String,
+        tool: String,
+        arguments: Option<serde_json::Value>,
+    ) -> R<ToolAccessView> {
+        let (s, a) = who(ctx)?;
+        s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref()).await.map_err(gql)
+    }
     /// The tenant's newest policy bundle.
     async fn bundle(&self, ctx: &Context<'_>, tenant: String) -> R<Option<BundleView>> {
         let (s, a) = who(ctx)?;
@@ -174,6 +190,29 @@ impl MutationRoot {
         let (s, a) = who(ctx)?;
         let grants: Vec<GrantView> = grants.into_iter().map(|g| GrantView { server: g.server, tool: g.tool }).collect();
         s.set_role_grants(a, &tenant, &role, &grants).await.map_err(gql)
+    }
+    /// Adds a rule to an access role: tools by name, glob or annotation; allow (optionally with
+    /// parameter constraints) or deny (deny wins). Invalid rules are refused naming the field.
+    async fn add_rule(&self, ctx: &Context<'_>, tenant: String, role: String, rule: RuleInput) -> R<RuleView> {
+        let (s, a) = who(ctx)?;
+        s.add_rule(a, &tenant, &role, &rule).await.map_err(gql)
+    }
+    /// Deletes a rule by id.
+    async fn delete_rule(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.delete_rule(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Enforces a virtual server's access policy, or only monitors it (refusals are then allowed and
+    /// audited as `would_deny`).
+    async fn set_policy_mode(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+        mode: PolicyMode,
+    ) -> R<VirtualServerView> {
+        let (s, a) = who(ctx)?;
+        s.set_policy_mode(a, &tenant, &virtual_server, mode).await.map_err(gql)
     }
     /// Binds a user to a role.
     async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {

@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::bundles::Bundles;
 use crate::{auth, now_ms, upstream};
 
+mod policy;
+
+pub(crate) use policy::rule_view;
+
 /// Result of a service call.
 pub type Result<T> = std::result::Result<T, GatehouseError>;
 
@@ -97,6 +101,8 @@ fn tools_of(server: &Server) -> Vec<ToolView> {
             Some(ToolView {
                 name: t.get("name")?.as_str()?.to_owned(),
                 description: t.get("description").and_then(|d| d.as_str()).map(str::to_owned),
+                input_schema: t.get("inputSchema").cloned(),
+                annotations: t.get("annotations").cloned(),
             })
         })
         .collect()
@@ -379,6 +385,7 @@ impl Services {
         };
         let server_slug: HashMap<_, _> = servers.iter().map(|s| (s.id.as_str(), s.slug.as_str())).collect();
         let email: HashMap<_, _> = users.iter().map(|u| (u.id.as_str(), u.email.as_str())).collect();
+        let mut rules = self.rules_by_role(&t.id).await?;
         Ok(roles
             .iter()
             .map(|r| {
@@ -399,7 +406,13 @@ impl Services {
                     .filter_map(|b| email.get(b.user_id.as_str()).map(|e| e.to_string()))
                     .collect();
                 members.sort();
-                RoleView { slug: r.slug.clone(), description: r.description.clone(), grants, members }
+                RoleView {
+                    slug: r.slug.clone(),
+                    description: r.description.clone(),
+                    grants,
+                    rules: rules.remove(&r.id).unwrap_or_default(),
+                    members,
+                }
             })
             .collect())
     }
@@ -606,6 +619,7 @@ impl Services {
                     .filter(|l| l.virtual_server_id == vs.id)
                     .filter_map(|l| slug.get(l.server_id.as_str()).map(|s| s.to_string()))
                     .collect(),
+                mode: gatehouse_core::rules::PolicyMode::parse(&vs.policy_mode).unwrap_or_default(),
                 endpoint: self.endpoint(&t.slug, &vs.slug),
             })
             .collect())
@@ -642,6 +656,7 @@ impl Services {
             id: new_id(),
             slug: slug.to_owned(),
             name: name.clone(),
+            policy_mode: gatehouse_core::rules::PolicyMode::Enforce.as_str().to_owned(),
             created_at_ms: now_ms(),
         };
         self.store.create_virtual_server(&vs, &ids).await.map_err(store_err("a virtual server with this slug"))?;
@@ -650,6 +665,7 @@ impl Services {
             slug: vs.slug.clone(),
             name,
             upstreams: servers.to_vec(),
+            mode: gatehouse_core::rules::PolicyMode::Enforce,
             endpoint: self.endpoint(&t.slug, &vs.slug),
         })
     }
@@ -666,10 +682,7 @@ impl Services {
     ) -> Result<AccessExplanationView> {
         let t = self.tenant_for(actor, tenant, Need::Read).await?;
         let user = self.user_by_email(&t, user_email).await?;
-        let may_ask = actor.is_platform_admin() || actor.console_role == ROLE_TENANT_ADMIN || actor.user_id == user.id;
-        if !may_ask {
-            return Err(GatehouseError::new(ErrorCode::Forbidden, "members can only ask about their own access"));
-        }
+        self.may_explain(actor, &user)?;
         let vss = self.store.list_virtual_servers(&t.id).await.map_err(store_err("virtual server"))?;
         let v = vss
             .iter()
@@ -677,26 +690,13 @@ impl Services {
             .ok_or_else(|| GatehouseError::not_found(format!("virtual server '{vs}'")))?;
         let links = self.store.list_virtual_server_upstreams(&t.id).await.map_err(store_err("virtual server"))?;
         let servers = self.store.list_servers(&t.id).await.map_err(store_err("server"))?;
-        let policy = self
-            .bundles
-            .active_policy(&t.id)
-            .await
-            .map_err(|e| {
-                let reference = uuid::Uuid::now_v7();
-                tracing::error!(%reference, error = %e, "reading the active bundle failed");
-                GatehouseError::internal(reference)
-            })?
-            .ok_or_else(|| GatehouseError::new(ErrorCode::NoBundle, "this tenant has no policy bundle yet"))?;
+        let policy = self.active_policy(&t).await?;
         let mut tools = Vec::new();
         for link in links.iter().filter(|l| l.virtual_server_id == v.id) {
             let Some(server) = servers.iter().find(|s| s.id == link.server_id) else { continue };
             for tool in tools_of(server) {
                 let decision = policy.authorize_tool(&user.id, &server.slug, &tool.name);
-                let (allowed, role, reason) = match decision {
-                    gatehouse_bundle::Decision::Allow { role } => (true, Some(role), None),
-                    gatehouse_bundle::Decision::Deny { reason } => (false, None, Some(reason)),
-                };
-                tools.push(ToolAccessView { server: server.slug.clone(), tool: tool.name, allowed, role, reason });
+                tools.push(policy::access_view(&server.slug, &tool.name, decision));
             }
         }
         Ok(AccessExplanationView {
@@ -810,6 +810,7 @@ impl Services {
                 reason: r.reason,
                 latency_us: r.latency_us,
                 bundle_revision: r.bundle_revision,
+                rule_id: r.rule_id,
             })
             .collect())
     }

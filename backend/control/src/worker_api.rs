@@ -134,6 +134,7 @@ async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Js
             reason: e.reason,
             latency_us: e.latency_us,
             bundle_revision: e.bundle_revision,
+            rule_id: e.rule_id,
             received_at_ms: received,
         });
     }

@@ -706,6 +706,7 @@ mod tests {
             reason: None,
             latency_us: 1,
             bundle_revision: None,
+            rule_id: None,
         }
     }
 

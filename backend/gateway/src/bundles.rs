@@ -453,7 +453,11 @@ mod tests {
     fn content(tenant: &str, vs: &str) -> Content {
         let mut c = Content {
             tenant: tenant.into(),
-            virtual_servers: vec![VirtualServer { slug: vs.into(), upstreams: vec![] }],
+            virtual_servers: vec![VirtualServer {
+                slug: vs.into(),
+                upstreams: vec![],
+                mode: gatehouse_core::rules::PolicyMode::Enforce,
+            }],
             ..Default::default()
         };
         c.normalize();

@@ -25,6 +25,7 @@ use gatehouse_core::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED,
     error_response, result_response,
 };
+use gatehouse_core::rules::PolicyMode;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -102,6 +103,9 @@ pub(crate) struct Record {
     started: Instant,
     /// Only requests for a tenant this worker serves are audited.
     known: bool,
+    /// In monitor mode, why the policy would have refused this request: the outcome becomes
+    /// `would_deny` whatever happens next.
+    would_deny: Option<String>,
     event: AuditEvent,
 }
 
@@ -110,6 +114,7 @@ impl Record {
         Self {
             started: Instant::now(),
             known: false,
+            would_deny: None,
             event: AuditEvent {
                 id: uuid::Uuid::now_v7().to_string(),
                 time_ms: now_ms(),
@@ -127,6 +132,7 @@ impl Record {
                 reason: None,
                 latency_us: 0,
                 bundle_revision: None,
+                rule_id: None,
             },
         }
     }
@@ -148,13 +154,30 @@ impl Record {
     }
 
     pub(crate) fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
-        self.event.outcome = outcome;
-        self.event.reason = reason.into();
+        let reason = reason.into();
+        match &self.would_deny {
+            Some(would) => {
+                self.event.outcome = Outcome::WouldDeny;
+                self.event.reason = Some(match (outcome, reason) {
+                    (Outcome::Allowed, _) | (_, None) => would.clone(),
+                    (_, Some(then)) => format!("{would}; then: {then}"),
+                });
+            }
+            None => {
+                self.event.outcome = outcome;
+                self.event.reason = reason;
+            }
+        }
     }
 
     /// Takes the event out, for a stream that emits it when it ends; what stays behind emits nothing.
     fn detach(&mut self) -> Record {
-        let stays = Record { started: self.started, known: false, event: self.event.clone() };
+        let stays = Record {
+            started: self.started,
+            known: false,
+            would_deny: self.would_deny.clone(),
+            event: self.event.clone(),
+        };
         std::mem::replace(self, stays)
     }
 
@@ -898,13 +921,12 @@ async fn tools_list(
 ) -> Value {
     match catalog(gw, route, session).await {
         Ok(listed) => {
+            // Monitor mode lists everything: a call of any listed tool goes through.
+            let monitor = route.mode == PolicyMode::Monitor;
             let visible: Vec<Value> = listed
                 .into_iter()
                 .filter(|l| {
-                    matches!(
-                        policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name),
-                        Decision::Allow { .. }
-                    )
+                    monitor || policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name).is_allow()
                 })
                 .map(|l| l.tool)
                 .collect();
@@ -945,17 +967,28 @@ async fn tools_call(
     };
     record.event.upstream_server = Some(target.server.clone());
     record.event.tool = Some(target.name.clone());
-    if let Decision::Deny { reason } = policy.authorize_tool(&principal.user_id, &target.server, &target.name) {
-        record.outcome(Outcome::Denied, reason.clone());
-        return ok(json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": POLICY_DENIED,
-                "message": reason,
-                "data": { "code": ErrorCode::ToolNotGranted.as_str(), "tool": name },
-            },
-        }));
+    let arguments = params.get("arguments").and_then(Value::as_object);
+    match policy.authorize_call(&principal.user_id, &target.server, &target.name, arguments) {
+        Decision::Allow { rule, .. } => record.event.rule_id = Some(rule),
+        Decision::Deny { reason, rule, .. } if route.mode == PolicyMode::Monitor => {
+            record.event.rule_id = Some(rule);
+            record.would_deny = Some(reason);
+        }
+        Decision::Deny { reason, rule, arguments } => {
+            record.outcome(Outcome::Denied, reason.clone());
+            let code = if arguments { ErrorCode::ArgumentsNotAllowed } else { ErrorCode::ToolNotGranted };
+            let body = json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {
+                    "code": POLICY_DENIED,
+                    "message": reason,
+                    "data": { "code": code.as_str(), "tool": name, "rule": rule },
+                },
+            });
+            record.event.rule_id = Some(rule);
+            return ok(body);
+        }
     }
     // Forward the client's params (arguments, `_meta`) as they are, under the upstream's tool name.
     // Only the body goes upstream: the client's Authorization header never does.

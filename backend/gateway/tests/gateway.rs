@@ -302,7 +302,10 @@ async fn tools_are_filtered_routed_and_denied() {
         let denied = alice.call(tool, json!({})).await;
         assert_eq!((denied.status, denied.rpc_code()), (200, Some(-32003)), "{tool}");
         assert!(denied.body["error"]["message"].as_str().unwrap().contains("is not granted to you"), "{denied:?}");
-        assert_eq!(denied.body["error"]["data"], json!({"code": "TOOL_NOT_GRANTED", "tool": tool}));
+        assert_eq!(
+            denied.body["error"]["data"],
+            json!({"code": "TOOL_NOT_GRANTED", "tool": tool, "rule": "default-deny"})
+        );
     }
     assert!(up.alpha.calls().iter().all(|c| c["name"] != "add"), "a denied call never reaches the upstream");
     let unknown = alice.call("search", json!({})).await;

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Db(#[source] sqlx::Error),
+    /// A stored value does not decode (a JSON column written by something other than this code).
+    #[error("stored value does not decode: {0}")]
+    Corrupt(String),
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -345,6 +348,50 @@ impl Store {
         .await)?)
     }
 
+    /// Stores an access rule.
+    pub async fn insert_rule(&self, r: &AccessRule) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO access_rules (tenant_id, id, role_id, server_id, effect, tools, annotation_json, params_json, \
+             description, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.id)
+        .bind(&r.role_id)
+        .bind(&r.server_id)
+        .bind(&r.effect)
+        .bind(&r.tools)
+        .bind(&r.annotation_json)
+        .bind(&r.params_json)
+        .bind(&r.description)
+        .bind(r.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes an access rule of a tenant; returns whether there was one.
+    pub async fn delete_rule(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM access_rules WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Every access rule in a tenant, ordered by role, then creation, then id.
+    pub async fn list_rules(&self, tenant_id: &str) -> Result<Vec<AccessRule>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, role_id, server_id, effect, tools, annotation_json, params_json, description, \
+             created_at_ms FROM access_rules WHERE tenant_id = $1 ORDER BY role_id, created_at_ms, id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
     /// Binds a user to a role (idempotent).
     pub async fn bind_role(&self, tenant_id: &str, role_id: &str, user_id: &str) -> Result<()> {
         on_pool!(self, |p| sqlx::query(
@@ -390,12 +437,14 @@ impl Store {
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
             sqlx::query(
-                "INSERT INTO virtual_servers (tenant_id, id, slug, name, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO virtual_servers (tenant_id, id, slug, name, policy_mode, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&vs.tenant_id)
             .bind(&vs.id)
             .bind(&vs.slug)
             .bind(&vs.name)
+            .bind(&vs.policy_mode)
             .bind(vs.created_at_ms)
             .execute(&mut *tx)
             .await?;
@@ -419,11 +468,26 @@ impl Store {
     /// A tenant's virtual servers, by slug.
     pub async fn list_virtual_servers(&self, tenant_id: &str) -> Result<Vec<VirtualServer>> {
         Ok(on_pool!(self, |p| sqlx::query_as(
-            "SELECT tenant_id, id, slug, name, created_at_ms FROM virtual_servers WHERE tenant_id = $1 ORDER BY slug"
+            "SELECT tenant_id, id, slug, name, policy_mode, created_at_ms FROM virtual_servers \
+             WHERE tenant_id = $1 ORDER BY slug"
         )
         .bind(tenant_id)
         .fetch_all(p)
         .await)?)
+    }
+
+    /// Sets a virtual server's policy mode; returns whether it exists.
+    pub async fn set_policy_mode(&self, tenant_id: &str, id: &str, mode: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query(
+            "UPDATE virtual_servers SET policy_mode = $3 WHERE tenant_id = $1 AND id = $2"
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(mode)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// Every virtual-server upstream link in a tenant, ordered by virtual server and position.
@@ -537,8 +601,8 @@ impl Store {
     /// Stores audit events; an event whose id is already stored is skipped, so a worker's retry never
     /// duplicates. Returns how many were new.
     pub async fn insert_audit_events(&self, events: &[AuditRow]) -> Result<u64> {
-        // One multi-row INSERT per chunk, in one transaction. A row binds 17 parameters, so 1,000 rows
-        // bind 17,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+        // One multi-row INSERT per chunk, in one transaction. A row binds 18 parameters, so 1,000 rows
+        // bind 18,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
         const ROWS_PER_STATEMENT: usize = 1_000;
         if events.is_empty() {
             return Ok(0);
@@ -550,7 +614,7 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (tenant_id, id, time_ms, user_id, user_email, client_name, client_version, \
                      session_id, virtual_server, upstream_server, method, tool, outcome, reason, latency_us, \
-                     bundle_revision, received_at_ms) ",
+                     bundle_revision, rule_id, received_at_ms) ",
                 );
                 q.push_values(chunk, |mut row, e| {
                     row.push_bind(&e.tenant_id)
@@ -569,6 +633,7 @@ impl Store {
                         .push_bind(&e.reason)
                         .push_bind(e.latency_us)
                         .push_bind(&e.bundle_revision)
+                        .push_bind(&e.rule_id)
                         .push_bind(e.received_at_ms);
                 });
                 // Idempotent by event id: a resent event (or one twice in the batch) adds nothing.
@@ -585,15 +650,15 @@ impl Store {
         let before = before_ms.unwrap_or(i64::MAX);
         Ok(on_pool!(self, |p| {
             sqlx::query_as(
-            "SELECT tenant_id, id, time_ms, user_id, user_email, client_name, client_version, session_id, \
-             virtual_server, upstream_server, method, tool, outcome, reason, latency_us, bundle_revision, received_at_ms \
-             FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3"
-        )
-        .bind(tenant_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(p)
-        .await
+                "SELECT tenant_id, id, time_ms, user_id, user_email, client_name, client_version, session_id, \
+             virtual_server, upstream_server, method, tool, outcome, reason, latency_us, bundle_revision, rule_id, \
+             received_at_ms FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3",
+            )
+            .bind(tenant_id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await
         })?)
     }
 

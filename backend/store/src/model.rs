@@ -86,6 +86,31 @@ pub struct Grant {
     pub tool: String,
 }
 
+/// An access rule of a role (see `gatehouse_core::rules`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccessRule {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Role.
+    pub role_id: String,
+    /// Server.
+    pub server_id: String,
+    /// `allow` or `deny`.
+    pub effect: String,
+    /// Tool name or glob.
+    pub tools: String,
+    /// `AnnotationMatch` as JSON, if the rule selects by annotation.
+    pub annotation_json: Option<String>,
+    /// `[ParamConstraint]` as JSON.
+    pub params_json: String,
+    /// Why the rule exists.
+    pub description: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
 /// A user bound to a role.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Binding {
@@ -106,6 +131,8 @@ pub struct VirtualServer {
     pub slug: String,
     /// Display name.
     pub name: String,
+    /// `enforce` or `monitor`.
+    pub policy_mode: String,
     /// Created at.
     pub created_at_ms: i64,
 }
@@ -196,7 +223,7 @@ pub struct AuditRow {
     pub method: String,
     /// Tool name.
     pub tool: Option<String>,
-    /// allowed / denied / upstream_error / invalid.
+    /// allowed / denied / would_deny / upstream_error / invalid.
     pub outcome: String,
     /// Why.
     pub reason: Option<String>,
@@ -204,6 +231,8 @@ pub struct AuditRow {
     pub latency_us: i64,
     /// Bundle revision that decided.
     pub bundle_revision: Option<String>,
+    /// The rule that decided.
+    pub rule_id: Option<String>,
     /// When the control plane received it.
     pub received_at_ms: i64,
 }

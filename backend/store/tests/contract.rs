@@ -11,8 +11,8 @@ use std::fmt::Debug;
 
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
-    ApiToken, AuditRow, Binding, BundleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, Role, Server,
-    SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
+    AccessRule, ApiToken, AuditRow, Binding, BundleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN,
+    Role, Server, SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -69,6 +69,7 @@ contract_tests! {
     users => sqlite_users, postgres_users;
     servers => sqlite_servers, postgres_servers;
     roles_grants_bindings => sqlite_roles_grants_bindings, postgres_roles_grants_bindings;
+    access_rules_and_policy_mode => sqlite_access_rules_and_policy_mode, postgres_access_rules_and_policy_mode;
     virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
@@ -154,6 +155,7 @@ fn virtual_server(t: &Tenant, slug: &str) -> VirtualServer {
         id: new_id(),
         slug: slug.to_owned(),
         name: format!("Virtual {slug}"),
+        policy_mode: "enforce".to_owned(),
         created_at_ms: 1_700_000_000_000,
     }
 }
@@ -193,6 +195,7 @@ fn audit_event(t: &Tenant, time_ms: i64, full: bool) -> AuditRow {
         reason: some("granted by role dev"),
         latency_us: 1234,
         bundle_revision: some("abc123"),
+        rule_id: some("grant:dev:search:search_docs"),
         received_at_ms: time_ms + 5,
     }
 }
@@ -434,6 +437,74 @@ async fn roles_grants_bindings(s: &Store) {
     assert_eq!(s.list_bindings(&a.id).await.unwrap(), sorted_bindings(vec![binding(&ops, &u1), binding(&dev, &u2)]));
     assert_missing_reference(s.bind_role(&a.id, &dev.id, &new_id()).await, "binding a user that does not exist");
     assert_missing_reference(s.bind_role(&a.id, &new_id(), &u1.id).await, "binding a role that does not exist");
+}
+
+fn access_rule(r: &Role, srv: &Server, effect: &str, tools: &str, created_at_ms: i64) -> AccessRule {
+    AccessRule {
+        tenant_id: r.tenant_id.clone(),
+        id: new_id(),
+        role_id: r.id.clone(),
+        server_id: srv.id.clone(),
+        effect: effect.to_owned(),
+        tools: tools.to_owned(),
+        annotation_json: None,
+        params_json: "[]".to_owned(),
+        description: String::new(),
+        created_at_ms,
+    }
+}
+
+async fn access_rules_and_policy_mode(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let ops = role(&a, "ops");
+    let dev = role(&a, "dev");
+    s.create_role(&ops).await.unwrap();
+    s.create_role(&dev).await.unwrap();
+    let s1 = server(&a, "s1");
+    s.create_server(&s1).await.unwrap();
+
+    let constrained = AccessRule {
+        annotation_json: Some(r#"{"hint":"readOnlyHint","value":true}"#.to_owned()),
+        params_json: r#"[{"param":"path","pathPrefixes":["/tmp"]}]"#.to_owned(),
+        description: "tmp only".to_owned(),
+        ..access_rule(&ops, &s1, "allow", "*", 2)
+    };
+    let deny = access_rule(&ops, &s1, "deny", "drop_*", 1);
+    let dev_rule = access_rule(&dev, &s1, "allow", "read", 3);
+    for r in [&constrained, &deny, &dev_rule] {
+        s.insert_rule(r).await.unwrap();
+    }
+    let mut expected = vec![deny.clone(), constrained.clone(), dev_rule.clone()];
+    expected.sort_by(|x, y| (&x.role_id, x.created_at_ms).cmp(&(&y.role_id, y.created_at_ms)));
+    assert_eq!(s.list_rules(&a.id).await.unwrap(), expected, "ordered by role, then creation; every column kept");
+    assert!(s.list_rules(&b.id).await.unwrap().is_empty(), "tenant b sees none of a's rules");
+
+    // Only `allow` and `deny` are effects.
+    assert!(s.insert_rule(&access_rule(&ops, &s1, "maybe", "x", 4)).await.is_err());
+    // A rule cannot point at another tenant's role or server.
+    let b_role = role(&b, "ops");
+    s.create_role(&b_role).await.unwrap();
+    assert_missing_reference(
+        s.insert_rule(&AccessRule { role_id: b_role.id.clone(), ..access_rule(&ops, &s1, "allow", "x", 5) }).await,
+        "a rule of tenant a on tenant b's role",
+    );
+
+    // Delete is tenant-scoped.
+    assert!(!s.delete_rule(&b.id, &deny.id).await.unwrap(), "tenant b cannot delete a's rule");
+    assert!(s.delete_rule(&a.id, &deny.id).await.unwrap());
+    assert!(!s.delete_rule(&a.id, &deny.id).await.unwrap(), "already gone");
+    expected.retain(|r| r.id != deny.id);
+    assert_eq!(s.list_rules(&a.id).await.unwrap(), expected, "only the deleted rule is gone");
+
+    // Policy mode: stored, read back, scoped.
+    let vs = virtual_server(&a, "tools");
+    s.create_virtual_server(&vs, &[]).await.unwrap();
+    assert!(s.set_policy_mode(&a.id, &vs.id, "monitor").await.unwrap());
+    assert!(!s.set_policy_mode(&b.id, &vs.id, "enforce").await.unwrap(), "tenant b cannot change a's mode");
+    assert_eq!(s.list_virtual_servers(&a.id).await.unwrap()[0].policy_mode, "monitor");
 }
 
 // ==================================================================== 5. virtual servers

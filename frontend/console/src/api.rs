@@ -7,6 +7,11 @@
 //!
 //! Endpoints are named explicitly (`endpoint = "…"`) so the URLs are stable and readable.
 
+// A server function takes one argument per form field (the macro also generates the browser-side
+// caller, which an attribute on the function does not reach).
+#![allow(clippy::too_many_arguments)]
+
+use gatehouse_core::rules::RuleView;
 use gatehouse_core::views::{
     AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
     TenantView, TokenView, UserView, VirtualServerView,
@@ -15,6 +20,8 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 use crate::ConsoleError;
+#[cfg(feature = "ssr")]
+use crate::rule_form::RuleForm;
 
 /// Result of a server function.
 pub type ApiResult<T> = Result<T, ConsoleError>;
@@ -211,6 +218,56 @@ pub async fn unbind_role(tenant: String, role: String, email: String) -> ApiResu
     ssr::answer(s.unbind_role(&actor, &tenant, &role, &email).await)
 }
 
+/// Adds a rule to a role from the console's form: one optional parameter constraint, with lists
+/// written comma-separated and values as JSON (a bare word is taken as a string). The service
+/// checks everything and names the field.
+#[server(prefix = "/api/console", endpoint = "add_rule")]
+pub async fn add_rule(
+    tenant: String,
+    role: String,
+    server: String,
+    effect: String,
+    tools: String,
+    #[server(default)] annotation: String,
+    #[server(default)] description: String,
+    #[server(default)] param: String,
+    #[server(default)] one_of: String,
+    #[server(default)] pattern: String,
+    #[server(default)] max_length: String,
+    #[server(default)] min: String,
+    #[server(default)] max: String,
+    #[server(default)] path_prefixes: String,
+    #[server(default)] url_hosts: String,
+    #[server(default)] optional: Option<String>,
+) -> ApiResult<RuleView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let form = RuleForm {
+        server,
+        effect,
+        tools,
+        annotation,
+        description,
+        param,
+        one_of,
+        pattern,
+        max_length,
+        min,
+        max,
+        path_prefixes,
+        url_hosts,
+        optional: optional.is_some(),
+    };
+    let rule = form.into_input()?;
+    ssr::answer(s.add_rule(&actor, &tenant, &role, &rule).await)
+}
+
+/// Deletes a rule; answers its id.
+#[server(prefix = "/api/console", endpoint = "delete_rule")]
+pub async fn delete_rule(tenant: String, id: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.delete_rule(&actor, &tenant, &id).await.map(|_| id))
+}
+
 // ------------------------------------------------------------------ users
 
 /// A tenant's users.
@@ -264,6 +321,16 @@ pub async fn create_virtual_server(
 ) -> ApiResult<VirtualServerView> {
     let (s, actor) = ssr::signed_in().await?;
     ssr::answer(s.create_virtual_server(&actor, &tenant, slug.trim(), &name, &servers).await)
+}
+
+/// Enforces a virtual server's policy (`enforce`) or only observes it (`monitor`).
+#[server(prefix = "/api/console", endpoint = "set_policy_mode")]
+pub async fn set_policy_mode(tenant: String, virtual_server: String, mode: String) -> ApiResult<VirtualServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let Some(mode) = gatehouse_core::rules::PolicyMode::parse(&mode) else {
+        return Err(ConsoleError::invalid("mode", "must be 'enforce' or 'monitor'"));
+    };
+    ssr::answer(s.set_policy_mode(&actor, &tenant, &virtual_server, mode).await)
 }
 
 // ------------------------------------------------------------------ tokens

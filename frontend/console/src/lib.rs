@@ -10,12 +10,14 @@
 //! * [`api`]: the server functions; each calls `gatehouse_control::Services` as the signed-in user.
 //! * [`app`]: the shell, the router and the header.
 //! * [`pages`]: one module per page.
+//! * `rule_form`: the access-rule form's fields turned into a rule, and a rule in words.
 
 pub mod api;
 pub mod app;
 mod components;
 mod error;
 mod pages;
+mod rule_form;
 #[cfg(feature = "ssr")]
 mod server;
 

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_core::rules::{AnnotationMatch, Effect, ParamConstraint, PolicyMode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -15,10 +16,11 @@ use sha2::{Digest, Sha256};
 ///
 /// 2 added [`Content::session_keys`] (issue 3). A worker of schema 1 would parse such content without
 /// the keys and then find that its revision does not match, so the number says it plainly instead.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3 added [`Role::rules`] and [`VirtualServer::mode`] (issue 4).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle: manifest plus content. This is what gets signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
     /// Identity and ordering of this bundle.
     pub manifest: Manifest,
@@ -46,7 +48,7 @@ pub struct Manifest {
 }
 
 /// One tenant's compiled state. Every list is sorted by its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Content {
     /// Tenant slug.
     pub tenant: String,
@@ -122,12 +124,38 @@ pub struct Server {
 }
 
 /// An access role and what it grants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Role {
     /// Slug, unique in the tenant.
     pub slug: String,
     /// Tools granted, by server slug. `"*"` in the list grants every tool of that server.
     pub grants: BTreeMap<String, Vec<String>>,
+    /// Rules beyond plain grants, sorted by id.
+    pub rules: Vec<Rule>,
+}
+
+/// An access rule, compiled: annotation selectors are resolved to tool names against the tool
+/// definitions the control plane last fetched (so an upstream cannot grant itself access by
+/// changing its annotations), globs stay globs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Stable id (named by every decision the rule makes).
+    pub id: String,
+    /// Server slug.
+    pub server: String,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Tool name or glob.
+    pub tools: String,
+    /// When the rule selects by annotation: the tool names that had it at compile time (sorted);
+    /// the rule then selects a tool only if it is listed here and matches `tools`.
+    pub only: Option<Vec<String>>,
+    /// The annotation selector as written (for explanations; `only` is what decides).
+    pub annotation: Option<AnnotationMatch>,
+    /// Parameter constraints (allow rules).
+    pub params: Vec<ParamConstraint>,
+    /// Why the rule exists.
+    pub description: String,
 }
 
 /// A virtual server: one client-facing endpoint over one or more upstreams.
@@ -137,6 +165,8 @@ pub struct VirtualServer {
     pub slug: String,
     /// Upstream server slugs, in the order the virtual server lists them.
     pub upstreams: Vec<String>,
+    /// Whether refusals are enforced or only audited as `would_deny`.
+    pub mode: PolicyMode,
 }
 
 impl Content {
@@ -154,6 +184,13 @@ impl Content {
             for tools in r.grants.values_mut() {
                 tools.sort();
                 tools.dedup();
+            }
+            r.rules.sort_by(|a, b| a.id.cmp(&b.id));
+            for rule in &mut r.rules {
+                if let Some(only) = &mut rule.only {
+                    only.sort();
+                    only.dedup();
+                }
             }
         }
         self.virtual_servers.sort_by(|a, b| a.slug.cmp(&b.slug));
@@ -186,8 +223,12 @@ mod tests {
             ],
             tokens: vec![],
             servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into() }],
-            roles: vec![Role { slug: "r".into(), grants }],
-            virtual_servers: vec![VirtualServer { slug: "dev".into(), upstreams: vec!["everything".into()] }],
+            roles: vec![Role { slug: "r".into(), grants, rules: vec![] }],
+            virtual_servers: vec![VirtualServer {
+                slug: "dev".into(),
+                upstreams: vec!["everything".into()],
+                mode: PolicyMode::Enforce,
+            }],
             session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
         }
     }

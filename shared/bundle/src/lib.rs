@@ -4,11 +4,13 @@
 //! * [`format`]: the bundle's content and manifest, and its canonical bytes.
 //! * [`signing`]: Ed25519 keys, the signed envelope, and verification.
 //! * [`policy`]: the runtime form a worker builds from a verified bundle, and the decisions it makes.
+//! * [`rules`]: access rules checked when saved and compiled for the request path.
 //!
 //! The format is described for humans in `docs/decisions/0003-bundle-format.md`.
 
 pub mod format;
 pub mod policy;
+pub mod rules;
 pub mod signing;
 
 pub use format::{Bundle, Content, Manifest, SCHEMA_VERSION};

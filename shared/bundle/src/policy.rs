@@ -3,12 +3,16 @@
 //! Everything here is built once, when a bundle is activated, so that a decision on the request
 //! path is a few hash look-ups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use gatehouse_core::rules::{Effect, PolicyMode};
+use serde_json::{Map, Value};
+
 use crate::format::{Bundle, Manifest};
+use crate::rules::CompiledRule;
 
 /// A principal: the user a token authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,16 +25,21 @@ pub struct Principal {
     pub token_id: String,
 }
 
-/// What one user may do: per upstream server, all tools or a set of tool names.
-#[derive(Debug, Clone, Default)]
-struct UserGrants {
-    /// Servers on which every tool is granted.
-    all_tools: HashSet<String>,
-    /// (server, tool) pairs granted by name.
-    tools: HashSet<(String, String)>,
-    /// The roles that grant each (server, tool) or (server, "*"): the first one, for explanations.
-    by: HashMap<(String, String), String>,
+/// What one user may do on one upstream server.
+#[derive(Debug, Default)]
+struct ServerGrants {
+    /// Every tool is granted (by a plain `*` grant): (role, rule id) of the first such grant.
+    all: Option<(String, String)>,
+    /// Tools granted by name: tool → (role, rule id).
+    tools: HashMap<String, (String, String)>,
+    /// The user's allow rules on this server, in role then id order.
+    allow: Vec<Arc<CompiledRule>>,
+    /// The user's deny rules on this server.
+    deny: Vec<Arc<CompiledRule>>,
 }
+
+/// What one user may do, per upstream server slug.
+type UserGrants = HashMap<String, ServerGrants>;
 
 /// A virtual server's routing.
 #[derive(Debug, Clone)]
@@ -39,21 +48,54 @@ pub struct VirtualServerRoute {
     pub slug: String,
     /// Upstreams: (server slug, URL), in configured order.
     pub upstreams: Vec<(String, String)>,
+    /// Whether refusals are enforced or only audited.
+    pub mode: PolicyMode,
 }
+
+/// Names the decision of a plain grant: `grant:{role}:{server}:{tool}` (`tool` may be `*`).
+pub fn grant_rule_id(role: &str, server: &str, tool: &str) -> String {
+    format!("grant:{role}:{server}:{tool}")
+}
+
+/// The rule id of a refusal that no rule made: nothing granted the tool.
+pub const DEFAULT_DENY: &str = "default-deny";
 
 /// A policy decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by the named role.
+    /// Allowed.
     Allow {
         /// The role that granted it.
         role: String,
+        /// The grant or rule that decided.
+        rule: String,
+        /// Allowed with parameter constraints: a call may still be refused for its arguments
+        /// (only [`TenantPolicy::authorize_tool`] says so; a call decision has checked them).
+        constrained: bool,
     },
     /// Denied, with a reason the user can act on.
     Deny {
         /// Why.
         reason: String,
+        /// The rule that decided ([`DEFAULT_DENY`] when nothing granted it).
+        rule: String,
+        /// Refused for its arguments: a rule allows the tool, but not with these.
+        arguments: bool,
     },
+}
+
+impl Decision {
+    /// Whether it allows.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The id of the rule that decided.
+    pub fn rule(&self) -> &str {
+        match self {
+            Decision::Allow { rule, .. } | Decision::Deny { rule, .. } => rule,
+        }
+    }
 }
 
 /// Why authentication failed.
@@ -72,6 +114,8 @@ pub struct TenantPolicy {
     pub manifest: Manifest,
     tokens: HashMap<String, (String, String, Option<i64>)>,
     users: HashMap<String, (String, UserGrants)>,
+    /// Every rule by id, for explanations.
+    rules: HashMap<String, Arc<CompiledRule>>,
     virtual_servers: HashMap<String, Arc<VirtualServerRoute>>,
     /// Decoded session keys, newest first (see [`TenantPolicy::session_keys`]).
     session_keys: Vec<SessionKeyMaterial>,
@@ -117,19 +161,37 @@ impl TenantPolicy {
     pub fn build(bundle: &Bundle) -> Self {
         let c = &bundle.content;
         let roles: HashMap<&str, &crate::format::Role> = c.roles.iter().map(|r| (r.slug.as_str(), r)).collect();
+        let compiled: HashMap<&str, Vec<(String, Arc<CompiledRule>)>> = c
+            .roles
+            .iter()
+            .map(|r| {
+                let rules =
+                    r.rules.iter().map(|rule| (rule.server.clone(), Arc::new(CompiledRule::new(&r.slug, rule))));
+                (r.slug.as_str(), rules.collect())
+            })
+            .collect();
+        let rules = compiled.values().flatten().map(|(_, r)| (r.id.clone(), r.clone())).collect();
         let mut users = HashMap::new();
         for u in &c.users {
-            let mut g = UserGrants::default();
+            let mut g = UserGrants::new();
             for role_slug in &u.roles {
                 let Some(role) = roles.get(role_slug.as_str()) else { continue };
                 for (server, tools) in &role.grants {
+                    let sg = g.entry(server.clone()).or_default();
                     for tool in tools {
+                        let decided_by = || (role_slug.clone(), grant_rule_id(role_slug, server, tool));
                         if tool == "*" {
-                            g.all_tools.insert(server.clone());
+                            sg.all.get_or_insert_with(decided_by);
                         } else {
-                            g.tools.insert((server.clone(), tool.clone()));
+                            sg.tools.entry(tool.clone()).or_insert_with(decided_by);
                         }
-                        g.by.entry((server.clone(), tool.clone())).or_insert_with(|| role_slug.clone());
+                    }
+                }
+                for (server, rule) in compiled.get(role_slug.as_str()).into_iter().flatten() {
+                    let sg = g.entry(server.clone()).or_default();
+                    match rule.effect {
+                        Effect::Allow => sg.allow.push(rule.clone()),
+                        Effect::Deny => sg.deny.push(rule.clone()),
                     }
                 }
             }
@@ -147,11 +209,11 @@ impl TenantPolicy {
                     .iter()
                     .filter_map(|s| urls.get(s.as_str()).map(|u| (s.clone(), (*u).to_owned())))
                     .collect();
-                (vs.slug.clone(), Arc::new(VirtualServerRoute { slug: vs.slug.clone(), upstreams }))
+                (vs.slug.clone(), Arc::new(VirtualServerRoute { slug: vs.slug.clone(), upstreams, mode: vs.mode }))
             })
             .collect();
         let session_keys = decode_session_keys(&c.session_keys);
-        Self { manifest: bundle.manifest.clone(), tokens, users, virtual_servers, session_keys }
+        Self { manifest: bundle.manifest.clone(), tokens, users, rules, virtual_servers, session_keys }
     }
 
     /// The tenant's usable session keys, newest first: the first one seals, every one opens.
@@ -175,29 +237,100 @@ impl TenantPolicy {
         self.virtual_servers.get(slug).cloned()
     }
 
-    /// May `user_id` call `tool` on upstream `server`?
+    /// A rule of the bundle by id.
+    pub fn rule(&self, id: &str) -> Option<&CompiledRule> {
+        self.rules.get(id).map(|r| &**r)
+    }
+
+    /// May `user_id` see (list) `tool` of upstream `server`? Parameter constraints are not checked
+    /// here: a tool allowed only with constraints is listed, marked `constrained`.
     pub fn authorize_tool(&self, user_id: &str, server: &str, tool: &str) -> Decision {
-        let Some((_, g)) = self.users.get(user_id) else {
-            return Decision::Deny { reason: "user is not known to this tenant's policy".into() };
+        self.decide(user_id, server, tool, None)
+    }
+
+    /// May `user_id` call `tool` of upstream `server` with these `arguments`?
+    ///
+    /// Deny rules win; then a plain grant or an unconstrained allow rule allows; then the first
+    /// constrained allow rule whose constraints hold allows; otherwise the call is refused with the
+    /// first broken constraint (or, if no rule selects the tool, because nothing grants it).
+    pub fn authorize_call(
+        &self,
+        user_id: &str,
+        server: &str,
+        tool: &str,
+        arguments: Option<&Map<String, Value>>,
+    ) -> Decision {
+        self.decide(user_id, server, tool, Some(arguments))
+    }
+
+    fn decide(&self, user_id: &str, server: &str, tool: &str, call: Option<Option<&Map<String, Value>>>) -> Decision {
+        let Some((_, grants)) = self.users.get(user_id) else {
+            return Decision::Deny {
+                reason: "user is not known to this tenant's policy".into(),
+                rule: DEFAULT_DENY.into(),
+                arguments: false,
+            };
         };
-        let key = (server.to_owned(), tool.to_owned());
-        if g.tools.contains(&key) {
-            return Decision::Allow { role: g.by[&key].clone() };
-        }
-        if g.all_tools.contains(server) {
-            return Decision::Allow { role: g.by[&(server.to_owned(), "*".to_owned())].clone() };
-        }
-        Decision::Deny {
+        let not_granted = || Decision::Deny {
             reason: format!(
                 "tool '{tool}' of server '{server}' is not granted to you by any of your access roles; ask a tenant admin to grant it"
             ),
+            rule: DEFAULT_DENY.into(),
+            arguments: false,
+        };
+        let Some(g) = grants.get(server) else { return not_granted() };
+        if let Some(rule) = g.deny.iter().find(|r| r.selects(tool)) {
+            let why = if rule.description.is_empty() { String::new() } else { format!(": {}", rule.description) };
+            return Decision::Deny {
+                reason: format!(
+                    "tool '{tool}' of server '{server}' is denied by rule {} of access role '{}'{why}",
+                    rule.id, rule.role
+                ),
+                rule: rule.id.clone(),
+                arguments: false,
+            };
         }
+        if let Some((role, rule)) = g.tools.get(tool).or(g.all.as_ref()) {
+            return Decision::Allow { role: role.clone(), rule: rule.clone(), constrained: false };
+        }
+        let allow = |r: &CompiledRule, constrained: bool| Decision::Allow {
+            role: r.role.clone(),
+            rule: r.id.clone(),
+            constrained,
+        };
+        let mut selecting = g.allow.iter().filter(|r| r.selects(tool)).peekable();
+        if let Some(r) = g.allow.iter().find(|r| !r.is_constrained() && r.selects(tool)) {
+            return allow(r, false);
+        }
+        let Some(arguments) = call else {
+            return selecting.next().map_or_else(not_granted, |r| allow(r, true));
+        };
+        let mut first_refusal = None;
+        for r in selecting {
+            match r.check(arguments) {
+                Ok(()) => return allow(r, false),
+                Err(why) => {
+                    first_refusal.get_or_insert_with(|| Decision::Deny {
+                        reason: format!(
+                            "tool '{tool}' of server '{server}': {why} (rule {} of access role '{}')",
+                            r.id, r.role
+                        ),
+                        rule: r.id.clone(),
+                        arguments: true,
+                    });
+                }
+            }
+        }
+        first_refusal.unwrap_or_else(not_granted)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use gatehouse_core::rules::{AnnotationMatch, Hint, ParamConstraint};
+    use serde_json::json;
 
     use super::*;
     use crate::format::*;
@@ -229,8 +362,15 @@ mod tests {
                 },
             ],
             servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:9/mcp".into() }],
-            roles: vec![Role { slug: "analyst".into(), grants: analyst }, Role { slug: "admin".into(), grants: admin }],
-            virtual_servers: vec![VirtualServer { slug: "dev".into(), upstreams: vec!["everything".into()] }],
+            roles: vec![
+                Role { slug: "analyst".into(), grants: analyst, rules: vec![] },
+                Role { slug: "admin".into(), grants: admin, rules: vec![] },
+            ],
+            virtual_servers: vec![VirtualServer {
+                slug: "dev".into(),
+                upstreams: vec!["everything".into()],
+                mode: PolicyMode::Monitor,
+            }],
             session_keys: vec![
                 SessionKey {
                     id: "a-old".into(),
@@ -271,11 +411,18 @@ mod tests {
     #[test]
     fn grants_by_name_and_wildcard() {
         let p = TenantPolicy::build(&bundle());
-        assert_eq!(p.authorize_tool("u1", "everything", "echo"), Decision::Allow { role: "analyst".into() });
-        assert!(
-            matches!(p.authorize_tool("u1", "everything", "get-sum"), Decision::Deny { reason } if reason.contains("get-sum"))
+        assert_eq!(
+            p.authorize_tool("u1", "everything", "echo"),
+            Decision::Allow {
+                role: "analyst".into(),
+                rule: "grant:analyst:everything:echo".into(),
+                constrained: false
+            }
         );
-        assert_eq!(p.authorize_tool("u2", "everything", "get-sum"), Decision::Allow { role: "admin".into() });
+        assert!(
+            matches!(p.authorize_tool("u1", "everything", "get-sum"), Decision::Deny { reason, rule, arguments: false } if reason.contains("get-sum") && rule == DEFAULT_DENY)
+        );
+        assert_eq!(p.authorize_tool("u2", "everything", "get-sum").rule(), "grant:admin:everything:*");
         assert!(matches!(p.authorize_tool("u2", "other", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("u3", "everything", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("ghost", "everything", "echo"), Decision::Deny { .. }));
@@ -295,6 +442,120 @@ mod tests {
         let p = TenantPolicy::build(&bundle());
         let vs = p.virtual_server("dev").unwrap();
         assert_eq!(vs.upstreams, vec![("everything".to_owned(), "http://127.0.0.1:9/mcp".to_owned())]);
+        assert_eq!(vs.mode, PolicyMode::Monitor);
         assert!(p.virtual_server("nope").is_none());
+    }
+
+    fn rule(id: &str, server: &str, effect: Effect, tools: &str) -> Rule {
+        Rule {
+            id: id.into(),
+            server: server.into(),
+            effect,
+            tools: tools.into(),
+            only: None,
+            annotation: None,
+            params: vec![],
+            description: String::new(),
+        }
+    }
+
+    /// analyst: plain grant of `echo`; rules: allow `get-*`, deny `get-env`, allow `*` read-only
+    /// tools (resolved to `list-files`), allow `write` inside /tmp. ops: allow `write` inside /srv.
+    fn ruled_bundle() -> Bundle {
+        let mut b = bundle();
+        let analyst = &mut b.content.roles[0];
+        analyst.rules = vec![
+            rule("r-glob", "everything", Effect::Allow, "get-*"),
+            Rule { description: "leaks secrets".into(), ..rule("r-deny", "everything", Effect::Deny, "get-env") },
+            Rule {
+                only: Some(vec!["list-files".into()]),
+                annotation: Some(AnnotationMatch { hint: Hint::ReadOnly, value: true }),
+                ..rule("r-ro", "fs", Effect::Allow, "*")
+            },
+            Rule {
+                params: vec![ParamConstraint {
+                    param: "path".into(),
+                    path_prefixes: Some(vec!["/tmp".into()]),
+                    ..Default::default()
+                }],
+                ..rule("r-tmp", "fs", Effect::Allow, "write")
+            },
+        ];
+        b.content.roles.push(Role {
+            slug: "ops".into(),
+            grants: BTreeMap::new(),
+            rules: vec![Rule {
+                params: vec![ParamConstraint {
+                    param: "path".into(),
+                    path_prefixes: Some(vec!["/srv".into()]),
+                    ..Default::default()
+                }],
+                ..rule("r-srv", "fs", Effect::Allow, "write")
+            }],
+        });
+        b.content.users[0].roles = vec!["analyst".into(), "ops".into()];
+        b
+    }
+
+    fn args(v: serde_json::Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn deny_rules_win_over_globs_and_grants() {
+        let mut b = ruled_bundle();
+        // Even a plain grant of the denied tool loses to the deny rule.
+        b.content.roles[0].grants.get_mut("everything").unwrap().push("get-env".into());
+        let p = TenantPolicy::build(&b);
+        assert_eq!(p.authorize_tool("u1", "everything", "get-sum").rule(), "r-glob");
+        let d = p.authorize_call("u1", "everything", "get-env", None);
+        assert_eq!(
+            d,
+            Decision::Deny {
+                reason: "tool 'get-env' of server 'everything' is denied by rule r-deny of access role 'analyst': leaks secrets"
+                    .into(),
+                rule: "r-deny".into(),
+                arguments: false,
+            }
+        );
+        assert_eq!(p.authorize_tool("u1", "everything", "get-env").rule(), "r-deny");
+        // The glob does not reach other servers or other names.
+        assert_eq!(p.authorize_tool("u1", "everything", "xget-sum").rule(), DEFAULT_DENY);
+        assert_eq!(p.authorize_tool("u1", "other", "get-sum").rule(), DEFAULT_DENY);
+        assert_eq!(p.rule("r-deny").unwrap().role, "analyst");
+    }
+
+    #[test]
+    fn annotation_rules_select_only_the_compiled_names() {
+        let p = TenantPolicy::build(&ruled_bundle());
+        assert!(p.authorize_tool("u1", "fs", "list-files").is_allow());
+        assert_eq!(p.authorize_tool("u1", "fs", "delete-files").rule(), DEFAULT_DENY);
+    }
+
+    #[test]
+    fn parameter_constraints_allow_when_any_constrained_rule_holds() {
+        let p = TenantPolicy::build(&ruled_bundle());
+        // Listing shows the tool, marked constrained.
+        assert_eq!(
+            p.authorize_tool("u1", "fs", "write"),
+            Decision::Allow { role: "analyst".into(), rule: "r-tmp".into(), constrained: true }
+        );
+        let call = |path: &str| p.authorize_call("u1", "fs", "write", Some(&args(json!({ "path": path }))));
+        assert_eq!(call("/tmp/a").rule(), "r-tmp");
+        // ops (the user's second role) allows /srv.
+        assert_eq!(call("/srv/x").rule(), "r-srv");
+        assert_eq!(
+            call("/etc/passwd"),
+            Decision::Deny {
+                reason: "tool 'write' of server 'fs': parameter 'path' must be a path inside /tmp (rule r-tmp of access role 'analyst')"
+                    .into(),
+                rule: "r-tmp".into(),
+                arguments: true,
+            }
+        );
+        assert_eq!(p.authorize_call("u1", "fs", "write", None).rule(), "r-tmp");
+        assert!(!p.authorize_call("u1", "fs", "write", None).is_allow());
+        // A user without the roles gets the plain refusal.
+        assert_eq!(p.authorize_call("u3", "fs", "write", Some(&args(json!({"path": "/tmp/a"})))).rule(), DEFAULT_DENY);
     }
 }

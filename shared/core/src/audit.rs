@@ -10,6 +10,9 @@ pub enum Outcome {
     Allowed,
     /// Refused by policy or authentication.
     Denied,
+    /// Allowed because the virtual server's policy is in monitor mode, but the policy would have
+    /// refused it (the reason and rule say why).
+    WouldDeny,
     /// Allowed, but the upstream failed or answered with a JSON-RPC error.
     UpstreamError,
     /// The request was malformed.
@@ -22,6 +25,7 @@ impl Outcome {
         match self {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
+            Outcome::WouldDeny => "would_deny",
             Outcome::UpstreamError => "upstream_error",
             Outcome::Invalid => "invalid",
         }
@@ -32,6 +36,7 @@ impl Outcome {
         Some(match s {
             "allowed" => Outcome::Allowed,
             "denied" => Outcome::Denied,
+            "would_deny" => Outcome::WouldDeny,
             "upstream_error" => Outcome::UpstreamError,
             "invalid" => Outcome::Invalid,
             _ => return None,
@@ -74,4 +79,8 @@ pub struct AuditEvent {
     pub latency_us: i64,
     /// Revision of the bundle that decided.
     pub bundle_revision: Option<String>,
+    /// The rule that decided a `tools/call` (a rule id, `grant:{role}:{server}:{tool}`, or
+    /// `default-deny`).
+    #[serde(default)]
+    pub rule_id: Option<String>,
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     NoBundle,
     /// The policy refuses this tool call.
     ToolNotGranted,
+    /// The policy allows this tool, but not with these arguments.
+    ArgumentsNotAllowed,
     /// A bundle failed signature or integrity checks.
     BundleRejected,
     /// Something went wrong on our side; the message carries a reference, never internals.
@@ -38,7 +40,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order (used by the docs drift test).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidInput,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -49,6 +51,7 @@ impl ErrorCode {
         ErrorCode::UpstreamUnavailable,
         ErrorCode::NoBundle,
         ErrorCode::ToolNotGranted,
+        ErrorCode::ArgumentsNotAllowed,
         ErrorCode::BundleRejected,
         ErrorCode::Internal,
     ];
@@ -66,6 +69,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::NoBundle => "NO_BUNDLE",
             ErrorCode::ToolNotGranted => "TOOL_NOT_GRANTED",
+            ErrorCode::ArgumentsNotAllowed => "ARGUMENTS_NOT_ALLOWED",
             ErrorCode::BundleRejected => "BUNDLE_REJECTED",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::CsrfRejected => 403,
             ErrorCode::ToolNotGranted => 403,
+            ErrorCode::ArgumentsNotAllowed => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::BundleRejected => 422,

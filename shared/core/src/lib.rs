@@ -6,6 +6,7 @@ pub mod audit;
 pub mod error;
 pub mod ids;
 pub mod jsonrpc;
+pub mod rules;
 pub mod views;
 
 pub use error::{ErrorCode, GatehouseError};

@@ -42,6 +42,11 @@ pub struct ToolView {
     pub name: String,
     /// Description, if the server gave one.
     pub description: Option<String>,
+    /// The tool's input JSON Schema, as the server gave it (parameter constraints are checked
+    /// against it).
+    pub input_schema: Option<serde_json::Value>,
+    /// The tool's annotations (`readOnlyHint`, `destructiveHint`, ...), as the server gave them.
+    pub annotations: Option<serde_json::Value>,
 }
 
 /// A registered upstream MCP server.
@@ -71,7 +76,7 @@ pub struct GrantView {
 }
 
 /// An access role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct RoleView {
     /// Slug, unique in the tenant.
@@ -80,6 +85,8 @@ pub struct RoleView {
     pub description: String,
     /// What it grants, ordered by server and tool.
     pub grants: Vec<GrantView>,
+    /// Its rules (globs, annotation selectors, denies, parameter constraints), oldest first.
+    pub rules: Vec<crate::rules::RuleView>,
     /// E-mails of the users bound to it, ordered.
     pub members: Vec<String>,
 }
@@ -110,6 +117,8 @@ pub struct VirtualServerView {
     pub name: String,
     /// Upstream server slugs, in order.
     pub upstreams: Vec<String>,
+    /// Whether access policy is enforced here or only observed.
+    pub mode: crate::rules::PolicyMode,
     /// Where MCP clients connect: the gateway's `/mcp/{tenant}/{slug}` URL.
     pub endpoint: String,
 }
@@ -166,10 +175,12 @@ pub struct AuditView {
     pub method: String,
     /// Tool.
     pub tool: Option<String>,
-    /// allowed, denied, upstream_error or invalid.
+    /// allowed, denied, would_deny (monitor mode), upstream_error or invalid.
     pub outcome: String,
     /// Why it was denied or failed.
     pub reason: Option<String>,
+    /// The rule that decided (a rule id, `grant:{role}:{server}:{tool}`, or `default-deny`).
+    pub rule_id: Option<String>,
     /// Latency in microseconds.
     pub latency_us: i64,
     /// Bundle revision that decided.
@@ -200,6 +211,10 @@ pub struct ToolAccessView {
     pub allowed: bool,
     /// The access role that grants it, when allowed.
     pub role: Option<String>,
+    /// The rule that decides (see [`AuditView::rule_id`]).
+    pub rule_id: Option<String>,
+    /// Allowed only with parameter constraints: a call can still be refused for its arguments.
+    pub constrained: bool,
     /// Why not, when refused (the same words the gateway answers with).
     pub reason: Option<String>,
 }

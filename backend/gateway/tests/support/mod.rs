@@ -18,6 +18,7 @@ use futures::StreamExt as _;
 use gatehouse_bundle::format::{Content, Role, Server, SessionKey, Token, User, VirtualServer};
 use gatehouse_bundle::{SignedBundle, SigningKey};
 use gatehouse_core::audit::AuditEvent;
+use gatehouse_core::rules::PolicyMode;
 use gatehouse_gateway::{Gateway, GatewayConfig};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -505,12 +506,20 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
             Server { slug: "gone".into(), url: format!("{}/mcp", up.gone.url) },
         ],
         roles: vec![
-            Role { slug: "analyst".into(), grants: grants(analyst) },
-            Role { slug: "admin".into(), grants: grants(&[("alpha", &["*"]), ("beta", &["*"])]) },
+            Role { slug: "analyst".into(), grants: grants(analyst), rules: vec![] },
+            Role { slug: "admin".into(), grants: grants(&[("alpha", &["*"]), ("beta", &["*"])]), rules: vec![] },
         ],
         virtual_servers: vec![
-            VirtualServer { slug: "dev".into(), upstreams: vec!["alpha".into(), "beta".into()] },
-            VirtualServer { slug: "broken".into(), upstreams: vec!["alpha".into(), "gone".into()] },
+            VirtualServer {
+                slug: "dev".into(),
+                upstreams: vec!["alpha".into(), "beta".into()],
+                mode: PolicyMode::Enforce,
+            },
+            VirtualServer {
+                slug: "broken".into(),
+                upstreams: vec!["alpha".into(), "gone".into()],
+                mode: PolicyMode::Enforce,
+            },
         ],
         session_keys: vec![SessionKey { id: "k1".into(), key_b64: SESSION_KEY_B64.into(), created_at_ms: 1 }],
     };

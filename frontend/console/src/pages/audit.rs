@@ -42,6 +42,7 @@ pub fn AuditPage() -> impl IntoView {
                                     <th scope="col">"Tool"</th>
                                     <th scope="col">"Outcome"</th>
                                     <th scope="col">"Reason"</th>
+                                    <th scope="col">"Rule"</th>
                                     <th scope="col">"Latency"</th>
                                 </tr>
                             </thead>
@@ -96,6 +97,9 @@ fn audit_row(e: AuditView) -> impl IntoView {
                 <span class=outcome_class>{e.outcome}</span>
             </td>
             <td class="reason">{or_dash(e.reason)}</td>
+            <td>
+                <code class="slug">{or_dash(e.rule_id)}</code>
+            </td>
             <td class="num">{fmt_latency(e.latency_us)}</td>
         </tr>
     }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod home;
 pub mod login;
 pub mod roles;
+pub mod rules;
 pub mod servers;
 pub mod tenant;
 pub mod tokens;

@@ -9,6 +9,7 @@ use leptos_meta::Title;
 
 use crate::api::{CreateRole, SetRoleGrants, UnbindRole, list_roles, list_servers};
 use crate::components::{ActionStatus, ErrorNote, reset_on_success};
+use crate::pages::rules::RoleRules;
 use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
 
 /// The tool name that stands for every tool of a server.
@@ -50,7 +51,8 @@ pub fn RolesPage() -> impl IntoView {
             <h2 id="roles-h">"Access roles"</h2>
             <p class="muted">
                 "A role grants tools of the registered servers. Users bound to a role may call exactly those tools "
-                "through any virtual server that exposes the server."
+                "through any virtual server that exposes the server. Rules add tool globs, annotation selectors, "
+                "parameter limits and denies (a deny wins over every allow)."
             </p>
             <div class="cards" data-testid="role-list">
                 <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>{list}</Transition>
@@ -120,6 +122,9 @@ fn RoleCard(tenant: String, role: RoleView, servers: Vec<ServerView>) -> impl In
         }
     };
 
+    let rules = view! {
+        <RoleRules tenant=tenant.clone() role=role_slug.clone() rules=role.rules.clone() servers=servers.clone() />
+    };
     let server_sets = servers
         .into_iter()
         .map(|server| view! { <ServerGrants role=role_slug.clone() server selected /> })
@@ -184,6 +189,7 @@ fn RoleCard(tenant: String, role: RoleView, servers: Vec<ServerView>) -> impl In
                 ok=|r: RoleView| format!("Saved {} grants.", r.grants.len())
                 testid=format!("save-grants-error-{}", role.slug)
             />
+            {rules}
             <h4>"Members"</h4>
             {member_list}
             <ActionStatus action=unbind ok=|_| "Removed." />

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 
+use gatehouse_core::rules::PolicyMode;
 use gatehouse_core::views::{AccessExplanationView, VirtualServerView};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{CreateVirtualServer, ExplainAccess, list_servers, list_users, list_virtual_servers};
+use crate::api::{CreateVirtualServer, ExplainAccess, SetPolicyMode, list_servers, list_users, list_virtual_servers};
 use crate::components::{ActionStatus, ErrorNote};
 use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
 
@@ -15,8 +16,13 @@ use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
 pub fn VirtualServersPage() -> impl IntoView {
     let TenantCtx { slug, .. } = use_tenant();
     let create = ServerAction::<CreateVirtualServer>::new();
+    let set_mode = ServerAction::<SetPolicyMode>::new();
     notify_change(create);
-    let vss = Resource::new(move || (slug.get(), create.version().get()), |(t, _)| list_virtual_servers(t));
+    notify_change(set_mode);
+    let vss = Resource::new(
+        move || (slug.get(), create.version().get(), set_mode.version().get()),
+        |(t, _, _)| list_virtual_servers(t),
+    );
     let servers = Resource::new(move || slug.get(), list_servers);
 
     // The form's state; it is sent as JSON (a list of server slugs), so it is built by hand.
@@ -51,11 +57,17 @@ pub fn VirtualServersPage() -> impl IntoView {
                                 <th scope="col">"Slug"</th>
                                 <th scope="col">"Name"</th>
                                 <th scope="col">"Upstream servers"</th>
+                                <th scope="col">"Policy"</th>
                                 <th scope="col">"MCP endpoint"</th>
                             </tr>
                         </thead>
-                        <tbody>{list.into_iter().map(vs_row).collect_view()}</tbody>
+                        <tbody>{list.into_iter().map(|vs| vs_row(vs, set_mode)).collect_view()}</tbody>
                     </table>
+                    <ActionStatus
+                        action=set_mode
+                        ok=|vs: VirtualServerView| format!("{} now {}s its access policy.", vs.slug, vs.mode.as_str())
+                        testid="set-mode-error"
+                    />
                     <p class="muted">
                         "Point an MCP client (Streamable HTTP) at the endpoint with the header "
                         <code>"Authorization: Bearer <API token>"</code> "."
@@ -228,10 +240,14 @@ fn explanation(x: AccessExplanationView) -> impl IntoView {
                     .tools
                     .into_iter()
                     .map(|t| {
-                        let why = if t.allowed {
-                            format!("granted by role {}", t.role.unwrap_or_default())
-                        } else {
-                            t.reason.unwrap_or_default()
+                        let rule = t.rule_id.unwrap_or_default();
+                        let why = match (t.allowed, t.constrained) {
+                            (true, false) => format!("granted by role {} ({rule})", t.role.unwrap_or_default()),
+                            (true, true) => format!(
+                                "allowed by role {} with parameter limits: a call can still be refused for its arguments ({rule})",
+                                t.role.unwrap_or_default()
+                            ),
+                            (false, _) => t.reason.unwrap_or_default(),
                         };
                         let testid = format!("explain-{}-{}", t.server, t.tool);
                         view! {
@@ -249,16 +265,39 @@ fn explanation(x: AccessExplanationView) -> impl IntoView {
     }
 }
 
-fn vs_row(vs: VirtualServerView) -> impl IntoView {
+fn vs_row(vs: VirtualServerView, set_mode: ServerAction<SetPolicyMode>) -> impl IntoView {
+    let TenantCtx { slug, .. } = use_tenant();
+    let (label, next, button) = match vs.mode {
+        PolicyMode::Enforce => ("enforced", "monitor", "Monitor only"),
+        PolicyMode::Monitor => ("monitor only: refusals are logged as would_deny, not enforced", "enforce", "Enforce"),
+    };
+    let (row_id, mode_id, button_id, endpoint_id) = (
+        format!("vs-{}", vs.slug),
+        format!("vs-mode-{}", vs.slug),
+        format!("vs-set-mode-{}", vs.slug),
+        format!("vs-endpoint-{}", vs.slug),
+    );
+    let vs_slug = vs.slug.clone();
     view! {
-        <tr data-testid=format!("vs-{}", vs.slug)>
+        <tr data-testid=row_id>
             <td>
                 <code>{vs.slug.clone()}</code>
             </td>
             <td>{vs.name}</td>
             <td>{vs.upstreams.join(", ")}</td>
             <td>
-                <code class="endpoint" data-testid=format!("vs-endpoint-{}", vs.slug)>
+                <span data-testid=mode_id>{label}</span>
+                <ActionForm action=set_mode>
+                    <input type="hidden" name="tenant" value=move || slug.get() />
+                    <input type="hidden" name="virtual_server" value=vs_slug />
+                    <input type="hidden" name="mode" value=next />
+                    <button type="submit" class="secondary" data-testid=button_id>
+                        {button}
+                    </button>
+                </ActionForm>
+            </td>
+            <td>
+                <code class="endpoint" data-testid=endpoint_id>
                     {vs.endpoint}
                 </code>
             </td>

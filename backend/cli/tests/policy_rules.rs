@@ -1,0 +1,286 @@
+//! Access rules end to end, with real peers: `gatehouse serve`, `@modelcontextprotocol/server-everything`
+//! upstream, the official Python MCP SDK as the client. An administrator writes rules over GraphQL
+//! (an annotation selector narrowed by a glob, a deny rule, a parameter constraint), invalid rules
+//! are refused naming the field, the client sees exactly the allowed tools and gets refusals that
+//! name the rule, "explain" gives the same words, monitor mode lets the call through and audits it
+//! as `would_deny`, and another tenant's admin cannot touch any of it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+use common::*;
+
+async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
+    )
+    .await
+    .expect("the Python MCP client hung")
+    .unwrap();
+    assert!(out.status.success(), "Python MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const ADD_RULE: &str = "mutation($t: String!, $r: String!, $rule: RuleInput!) { addRule(tenant: $t, role: $r, rule: $rule) { id effect tools params { param pattern maxLength } } }";
+
+const AUDIT: &str = r#"{ auditEvents(tenant: "acme", limit: 200) { method tool outcome reason ruleId } }"#;
+
+/// Waits (bounded) until the audit trail holds an event matching `pred`, and returns it.
+async fn audited(admin: &Gql, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = admin.ok(AUDIT, json!({})).await;
+        if let Some(e) = events["auditEvents"].as_array().unwrap().iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        assert!(Instant::now() < deadline, "no audit event for {what}: {events}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_validated_enforced_explained_and_monitored() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
+    let server = admin
+        .ok(
+            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { tools { name annotations } } }",
+            json!({ "url": upstream_url }),
+        )
+        .await;
+    let definitions = server["registerServer"]["tools"].as_array().unwrap().clone();
+    // What the annotation rule below should select, computed from what the upstream declared.
+    let read_only_get: Vec<String> = definitions
+        .iter()
+        .filter(|t| t["annotations"]["readOnlyHint"] == true)
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .filter(|n| n.starts_with("get-"))
+        .collect();
+    assert!(
+        read_only_get.contains(&"get-sum".to_owned()) && read_only_get.contains(&"get-env".to_owned()),
+        "the upstream declares get-sum and get-env read-only: {definitions:?}"
+    );
+    let not_read_only = definitions
+        .iter()
+        .find(|t| t["annotations"]["readOnlyHint"] == false)
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .expect("the upstream has a tool that is not read-only");
+
+    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "analyst") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
+            json!({}),
+        )
+        .await;
+    admin
+        .ok(r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { slug } }"#, json!({}))
+        .await;
+    let vs = admin
+        .ok(r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint mode } }"#, json!({}))
+        .await;
+    assert_eq!(vs["createVirtualServer"]["mode"], "ENFORCE", "a new virtual server enforces");
+    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
+    let token = admin
+        .ok(
+            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
+            json!({}),
+        )
+        .await;
+    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
+
+    // --- Invalid rules are refused, naming the field; nothing is stored.
+    let add = |rule: Value| json!({ "t": "acme", "r": "analyst", "rule": rule });
+    let refusals = [
+        (
+            json!({ "server": "everything", "effect": "DENY", "tools": "echo", "params": [{ "param": "message", "maxLength": 3 }] }),
+            "params: ",
+        ),
+        (
+            json!({ "server": "everything", "effect": "ALLOW", "tools": "echo", "params": [{ "param": "nope", "maxLength": 3 }] }),
+            "params[0].param: tool 'echo' has no parameter 'nope'",
+        ),
+        (
+            json!({ "server": "everything", "effect": "ALLOW", "tools": "echo", "params": [{ "param": "message", "pattern": "(" }] }),
+            "params[0].pattern: not a valid regular expression",
+        ),
+        (
+            json!({ "server": "everything", "effect": "ALLOW", "tools": "get-sum", "params": [{ "param": "a", "pattern": "1" }] }),
+            "params[0].param: parameter 'a' of tool 'get-sum' is not a string",
+        ),
+        (json!({ "server": "ghost", "effect": "ALLOW", "tools": "echo" }), "server: no server 'ghost'"),
+        (json!({ "server": "everything", "effect": "ALLOW", "tools": "" }), "tools: "),
+    ];
+    for (rule, expected) in refusals {
+        let (code, message) = admin.err(ADD_RULE, add(rule.clone())).await;
+        assert_eq!(code, "INVALID_INPUT", "{rule}: {message}");
+        assert!(message.starts_with(expected), "{rule}: expected '{expected}…', got '{message}'");
+    }
+    let (code, _) = admin.err(ADD_RULE, json!({ "t": "acme", "r": "ghost", "rule": { "server": "everything", "effect": "ALLOW", "tools": "echo" } })).await;
+    assert_eq!(code, "NOT_FOUND");
+    let roles = admin.ok(r#"{ roles(tenant: "acme") { rules { id } } }"#, json!({})).await;
+    assert_eq!(roles["roles"][0]["rules"], json!([]), "no refused rule was stored");
+
+    // --- The rules.
+    let rule_id = |v: &Value| v["addRule"]["id"].as_str().unwrap().to_owned();
+    let read_only = rule_id(
+        &admin
+            .ok(
+                ADD_RULE,
+                add(json!({ "server": "everything", "effect": "ALLOW", "tools": "get-*",
+                "annotation": { "hint": "READ_ONLY", "value": true } })),
+            )
+            .await,
+    );
+    let deny_env = rule_id(
+        &admin
+            .ok(
+                ADD_RULE,
+                add(json!({ "server": "everything", "effect": "DENY", "tools": "get-env",
+                "description": "it shows the server's environment" })),
+            )
+            .await,
+    );
+    let echo_hello = admin
+        .ok(
+            ADD_RULE,
+            add(json!({ "server": "everything", "effect": "ALLOW", "tools": "echo",
+            "params": [{ "param": "message", "pattern": "hello.*", "maxLength": 40 }] })),
+        )
+        .await;
+    assert_eq!(echo_hello["addRule"]["params"], json!([{ "param": "message", "pattern": "hello.*", "maxLength": 40 }]));
+    let echo_hello = rule_id(&echo_hello);
+
+    // --- A real client sees exactly what the rules allow, and refusals that name the rule.
+    // `get-roots-list` is registered by the upstream only for clients that declare the roots
+    // capability: the control plane's discovery does, this Python client does not.
+    let mut expected_tools: Vec<String> =
+        read_only_get.iter().filter(|n| *n != "get-env" && *n != "get-roots-list").cloned().collect();
+    expected_tools.push("echo".to_owned());
+    expected_tools.sort();
+    let steps = json!([
+        ["list"],
+        ["call", "echo", { "message": "hello there" }],
+        ["call", "echo", { "message": "goodbye" }],
+        ["call", "get-sum", { "a": 1, "b": 2 }],
+        ["call", "get-env", {}],
+        ["call", not_read_only, {}],
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let out = mcp_client(&endpoint, &secret, steps.clone()).await;
+        let mut listed: Vec<String> = out["results"][0]["tools"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        listed.sort();
+        if listed == expected_tools || Instant::now() > deadline {
+            assert_eq!(listed, expected_tools, "listed: the read-only get-* tools but get-env, and echo: {out}");
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let r = &out["results"];
+    assert!(r[1]["content"][0]["text"].as_str().unwrap().contains("hello there"), "echo hello allowed: {out}");
+    let bye = &r[2]["error"];
+    assert_eq!(bye["code"], -32003, "{out}");
+    assert_eq!(bye["data"]["code"], "ARGUMENTS_NOT_ALLOWED");
+    assert_eq!(bye["data"]["rule"], echo_hello.as_str());
+    assert_eq!(
+        bye["message"],
+        format!(
+            "tool 'echo' of server 'everything': parameter 'message' must match the pattern hello.* (rule {echo_hello} of access role 'analyst')"
+        )
+    );
+    assert!(
+        r[3]["content"][0]["text"].as_str().unwrap().contains('3'),
+        "get-sum allowed by the annotation rule: {out}"
+    );
+    let env = &r[4]["error"];
+    assert_eq!(env["data"]["code"], "TOOL_NOT_GRANTED", "{out}");
+    assert_eq!(env["data"]["rule"], deny_env.as_str(), "the deny rule wins over the annotation allow");
+    assert!(env["message"].as_str().unwrap().ends_with(": it shows the server's environment"), "{env}");
+    assert_eq!(r[5]["error"]["data"]["rule"], "default-deny", "a tool no rule selects: {out}");
+
+    // --- "Why was this call denied?" gives the gateway's words.
+    let explained = admin
+        .ok(
+            r#"{ explainCall(tenant: "acme", userEmail: "alice@acme.test", server: "everything", tool: "echo", arguments: {message: "goodbye"}) { allowed ruleId reason } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(explained["explainCall"], json!({ "allowed": false, "ruleId": echo_hello, "reason": bye["message"] }));
+    let access = admin
+        .ok(r#"{ explainAccess(tenant: "acme", virtualServer: "dev", userEmail: "alice@acme.test") { tools { tool allowed constrained ruleId } } }"#, json!({}))
+        .await;
+    let echo =
+        access["explainAccess"]["tools"].as_array().unwrap().iter().find(|t| t["tool"] == "echo").unwrap().clone();
+    assert_eq!(echo, json!({ "tool": "echo", "allowed": true, "constrained": true, "ruleId": echo_hello }));
+
+    // --- Every decision is audited with the rule that made it.
+    let allowed = audited(&admin, "echo allowed", |e| e["tool"] == "echo" && e["outcome"] == "allowed").await;
+    assert_eq!(allowed["ruleId"], echo_hello.as_str());
+    let sum = audited(&admin, "get-sum allowed", |e| e["tool"] == "get-sum" && e["outcome"] == "allowed").await;
+    assert_eq!(sum["ruleId"], read_only.as_str());
+    let denied = audited(&admin, "get-env denied", |e| e["tool"] == "get-env" && e["outcome"] == "denied").await;
+    assert_eq!(denied["ruleId"], deny_env.as_str());
+
+    // --- Monitor mode: listed and let through, audited as would_deny with the rule.
+    let mode = admin
+        .ok(r#"mutation { setPolicyMode(tenant: "acme", virtualServer: "dev", mode: MONITOR) { mode } }"#, json!({}))
+        .await;
+    assert_eq!(mode["setPolicyMode"]["mode"], "MONITOR");
+    let out = mcp_client(&endpoint, &secret, json!([["list_until", "get-env", 15], ["call", "get-env", {}]])).await;
+    assert!(
+        out["results"][0]["tools"].as_array().unwrap().contains(&json!("get-env")),
+        "monitor lists everything: {out}"
+    );
+    assert!(out["results"][1].get("content").is_some(), "monitor lets the call through: {out}");
+    let would = audited(&admin, "get-env would_deny", |e| e["tool"] == "get-env" && e["outcome"] == "would_deny").await;
+    assert_eq!(would["ruleId"], deny_env.as_str());
+    assert_eq!(would["reason"], env["message"], "the audit says what enforcement would have answered");
+
+    // --- Another tenant's admin cannot read, add or delete acme's rules.
+    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
+        .await;
+    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let (code, _) = other.err(r#"{ roles(tenant: "acme") { slug } }"#, json!({})).await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = other.err(ADD_RULE, add(json!({ "server": "everything", "effect": "ALLOW", "tools": "*" }))).await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = other
+        .err("mutation($id: String!) { deleteRule(tenant: \"globex\", id: $id) }", json!({ "id": deny_env }))
+        .await;
+    assert_eq!(code, "NOT_FOUND", "acme's rule id is not found in globex");
+    let (code, _) = other
+        .err(r#"mutation { setPolicyMode(tenant: "acme", virtualServer: "dev", mode: ENFORCE) { mode } }"#, json!({}))
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+
+    // --- Deleting the deny rule (back in enforce mode) lets get-env through for real.
+    admin
+        .ok(r#"mutation { setPolicyMode(tenant: "acme", virtualServer: "dev", mode: ENFORCE) { mode } }"#, json!({}))
+        .await;
+    assert_eq!(
+        admin.ok("mutation($id: String!) { deleteRule(tenant: \"acme\", id: $id) }", json!({ "id": deny_env })).await["deleteRule"],
+        true
+    );
+    let (code, _) =
+        admin.err("mutation($id: String!) { deleteRule(tenant: \"acme\", id: $id) }", json!({ "id": deny_env })).await;
+    assert_eq!(code, "NOT_FOUND", "a deleted rule is gone");
+    let out = mcp_client(&endpoint, &secret, json!([["list_until", "get-env", 15], ["call", "get-env", {}]])).await;
+    assert!(out["results"][1].get("content").is_some(), "get-env allowed by the annotation rule now: {out}");
+    let allowed_env = audited(&admin, "get-env allowed", |e| e["tool"] == "get-env" && e["outcome"] == "allowed").await;
+    assert_eq!(allowed_env["ruleId"], read_only.as_str());
+}
