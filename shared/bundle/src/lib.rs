@@ -1,6 +1,8 @@
 //! The policy bundle: what the control plane compiles from one tenant's state and every gateway
 //! worker enforces.
 //!
+//! * [`classify`]: data-classification rules (card numbers, secrets, ...) on tool parameters and
+//!   responses: validation, and the scanner and redactor the gateway runs.
 //! * [`format`]: the bundle's content and manifest, and its canonical bytes.
 //! * [`signing`]: Ed25519 keys, the signed envelope, and verification.
 //! * [`policy`]: the runtime form a worker builds from a verified bundle, and the decisions it makes.
@@ -8,6 +10,7 @@
 //!
 //! The format is described for humans in `docs/decisions/0003-bundle-format.md`.
 
+pub mod classify;
 pub mod format;
 pub mod policy;
 pub mod rules;
