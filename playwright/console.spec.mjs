@@ -575,6 +575,47 @@ async function main() {
       await waitText(`vs-mode-${VS}`, 'enforced');
     });
 
+    await step('label the server and add a data rule; the gateway redacts by it', async () => {
+      await openTab('servers', 'Upstream MCP servers');
+      await hydrated();
+      await byTestId(`labels-input-${SERVER}`).fill('PII, eu');
+      await byTestId(`labels-save-${SERVER}`).click();
+      await waitText(`labels-${SERVER}`, 'PII, eu');
+      await openTab('data', 'Data rules');
+      await hydrated();
+      await byTestId('data-name').fill('mask mail');
+      await byTestId('data-detector').selectOption('pattern');
+      await byTestId('data-pattern').fill('(');
+      await byTestId('add-data-rule').click();
+      await waitText('add-data-rule-error', 'pattern:');
+      await byTestId('data-detector').selectOption('email');
+      await byTestId('data-pattern').fill('');
+      await byTestId('data-action').selectOption('redact');
+      await byTestId('data-scope').selectOption('responses');
+      await byTestId('data-labels').fill('PII');
+      await byTestId('add-data-rule').click();
+      const rule = await waitText('data-rule-mask mail', 'servers labelled PII');
+      assert(rule.includes('Redact e-mail addresses in tool results'), `rule row: ${rule}`);
+      await snap('11-data-rules');
+      // The gateway applies it once the new bundle arrives.
+      await waitFor('the gateway to redact the e-mail address', 20_000, async () => {
+        const init = await mcpRequest(endpoint, secret, {
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'console-spec', version: '1.0.0' } },
+        });
+        if (!init.sessionId) return false;
+        const call = await mcpRequest(
+          endpoint,
+          secret,
+          { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'mail bob@example.com' } } },
+          init.sessionId,
+        );
+        return call.text.includes('[REDACTED:email]') && !call.text.includes('bob@example.com');
+      });
+    });
+
     await step('the audit page shows the calls (refresh without a page load)', async () => {
       await openTab('audit', 'Audit log');
       const mark = await markDocument();

@@ -284,3 +284,133 @@ async fn rules_are_validated_enforced_explained_and_monitored() {
     let allowed_env = audited(&admin, "get-env allowed", |e| e["tool"] == "get-env" && e["outcome"] == "allowed").await;
     assert_eq!(allowed_env["ruleId"], read_only.as_str());
 }
+
+const ADD_DATA_RULE: &str = "mutation($rule: ClassificationRuleInput!) { addClassificationRule(tenant: \"acme\", rule: $rule) { id servers labels } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_classification_rules_reach_the_gateway_by_server_label() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug } }",
+            json!({ "url": upstream_url }),
+        )
+        .await;
+    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "analyst") { slug } }"#, json!({})).await;
+    admin.ok(r#"mutation { setRoleGrants(tenant: "acme", role: "analyst", grants: [{server: "everything", tool: "echo"}]) { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
+            json!({}),
+        )
+        .await;
+    admin
+        .ok(r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { slug } }"#, json!({}))
+        .await;
+    let vs = admin
+        .ok(r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint } }"#, json!({}))
+        .await;
+    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
+    let token = admin
+        .ok(
+            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
+            json!({}),
+        )
+        .await;
+    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
+
+    // Invalid rules and labels are refused naming the field.
+    let refusals = [
+        (json!({ "name": "ids", "detector": "PATTERN", "action": "BLOCK", "scope": "BOTH" }), "pattern: "),
+        (
+            json!({ "name": "ids", "detector": "PATTERN", "pattern": "(", "action": "BLOCK", "scope": "BOTH" }),
+            "pattern: ",
+        ),
+        (
+            json!({ "name": "mail", "detector": "EMAIL", "action": "LOG", "scope": "BOTH", "servers": ["ghost"] }),
+            "servers[0]: no server 'ghost'",
+        ),
+        (
+            json!({ "name": "mail", "detector": "EMAIL", "action": "LOG", "scope": "BOTH", "labels": ["not a label"] }),
+            "labels[0]: ",
+        ),
+        (json!({ "name": " ", "detector": "EMAIL", "action": "LOG", "scope": "BOTH" }), "name: "),
+    ];
+    for (rule, expected) in refusals {
+        let (code, message) = admin.err(ADD_DATA_RULE, json!({ "rule": rule })).await;
+        assert_eq!(code, "INVALID_INPUT", "{rule}: {message}");
+        assert!(message.starts_with(expected), "{rule}: expected '{expected}…', got '{message}'");
+    }
+
+    // A rule by label applies once the server carries the label.
+    let labelled = admin
+        .ok(
+            r#"mutation { setServerLabels(tenant: "acme", server: "everything", labels: ["PII", "eu"]) { labels } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(labelled["setServerLabels"]["labels"], json!(["PII", "eu"]));
+    admin
+        .ok(ADD_DATA_RULE, json!({ "rule": { "name": "mask mail", "detector": "EMAIL", "action": "REDACT", "scope": "RESPONSES", "labels": ["PII"] } }))
+        .await;
+    let keys = admin
+        .ok(ADD_DATA_RULE, json!({ "rule": { "name": "no keys", "detector": "API_KEY", "action": "BLOCK", "scope": "PARAMS", "servers": ["everything"] } }))
+        .await;
+    let keys_id = keys["addClassificationRule"]["id"].as_str().unwrap().to_owned();
+
+    let steps = json!([
+        ["call", "echo", { "message": "write to bob@example.com" }],
+        ["call", "echo", { "message": "AKIAIOSFODNN7EXAMPLE" }],
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let out = mcp_client(&endpoint, &secret, steps.clone()).await;
+        let redacted =
+            out["results"][0]["content"][0]["text"].as_str().unwrap_or_default().contains("[REDACTED:email]");
+        if (redacted && out["results"][1].get("error").is_some()) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(out["results"][0]["content"][0]["text"], "Echo: write to [REDACTED:email]", "{out}");
+    let blocked = &out["results"][1]["error"];
+    assert_eq!(blocked["data"]["code"], "DATA_BLOCKED", "{out}");
+    assert_eq!(blocked["data"]["rule"], keys_id.as_str());
+    assert!(!blocked.to_string().contains("AKIA"), "the refusal does not repeat the key: {blocked}");
+
+    let audit = audited(&admin, "the blocked call", |e| e["ruleId"] == keys_id.as_str()).await;
+    assert_eq!(audit["outcome"], "denied");
+    let with_findings = admin
+        .ok(r#"{ auditEvents(tenant: "acme", limit: 50) { tool outcome findings { detector action direction path count } } }"#, json!({}))
+        .await;
+    let events = with_findings["auditEvents"].as_array().unwrap();
+    let redaction = events
+        .iter()
+        .flat_map(|e| e["findings"].as_array().unwrap().iter())
+        .find(|f| f["action"] == "REDACT")
+        .unwrap_or_else(|| panic!("a redaction is audited: {with_findings}"));
+    assert_eq!(
+        redaction,
+        &json!({ "detector": "EMAIL", "action": "REDACT", "direction": "response", "path": "/content/0/text", "count": 1 })
+    );
+    assert!(!with_findings.to_string().contains("bob@example.com"), "the audit holds no data");
+
+    // Another tenant's admin sees none of it.
+    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
+        .await;
+    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let (code, _) = other.err(r#"{ classificationRules(tenant: "acme") { id } }"#, json!({})).await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = other
+        .err(
+            "mutation($id: String!) { deleteClassificationRule(tenant: \"globex\", id: $id) }",
+            json!({ "id": keys_id }),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+}

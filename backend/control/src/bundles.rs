@@ -25,7 +25,7 @@ use crate::now_ms;
 pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreError> {
     let t = &tenant.id;
     ensure_session_key(store, t).await?;
-    let (users, roles, grants, rules, bindings, servers, vss, links, tokens, session_keys) = tokio::try_join!(
+    let (users, roles, grants, rules, bindings, servers, vss, links, tokens, session_keys, classification) = tokio::try_join!(
         store.list_users(t),
         store.list_roles(t),
         store.list_grants(t),
@@ -36,6 +36,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         store.list_virtual_server_upstreams(t),
         store.list_tokens(t),
         store.list_session_keys(t),
+        store.list_classification_rules(t),
     )?;
     let server_slug: HashMap<_, _> = servers.iter().map(|s| (s.id.as_str(), s.slug.as_str())).collect();
     let role_slug: HashMap<_, _> = roles.iter().map(|r| (r.id.as_str(), r.slug.as_str())).collect();
@@ -80,6 +81,11 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             description: view.description,
         });
     }
+    let mut classification_rules = Vec::new();
+    for row in &classification {
+        let view = crate::services::classification_view(row)?;
+        classification_rules.extend(crate::services::compiled_rule(&view, &servers));
+    }
     let mut content = Content {
         tenant: tenant.slug.clone(),
         users: users
@@ -100,7 +106,14 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                 expires_at_ms: k.expires_at_ms,
             })
             .collect(),
-        servers: servers.iter().map(|s| format::Server { slug: s.slug.clone(), url: s.url.clone() }).collect(),
+        servers: servers
+            .iter()
+            .map(|s| format::Server {
+                slug: s.slug.clone(),
+                url: s.url.clone(),
+                labels: serde_json::from_str(&s.labels_json).unwrap_or_default(),
+            })
+            .collect(),
         roles: roles
             .iter()
             .map(|r| format::Role {
@@ -130,6 +143,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                 created_at_ms: k.created_at_ms,
             })
             .collect(),
+        classification: classification_rules,
     };
     content.normalize();
     Ok(content)
@@ -284,7 +298,7 @@ impl Bundles {
         let mut ring = KeyRing::default();
         ring.add_base64(&self.inner.key.public_base64()).map_err(|e| anyhow::anyhow!(e))?;
         let bundle = ring.verify(&signed)?;
-        Ok(Some(TenantPolicy::build(&bundle)))
+        Ok(Some(TenantPolicy::build(&bundle)?))
     }
 
     /// The newest bundle row of a tenant.

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use gatehouse_core::classification::{ClassificationRuleInput, ClassificationRuleView};
 use gatehouse_core::rules::{PolicyMode, RuleInput, RuleView};
 use gatehouse_core::views::*;
 use gatehouse_core::{ErrorCode, GatehouseError};
@@ -124,6 +125,11 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref()).await.map_err(gql)
     }
+    /// A tenant's data-classification rules.
+    async fn classification_rules(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<ClassificationRuleView>> {
+        let (s, a) = who(ctx)?;
+        s.list_classification_rules(a, &tenant).await.map_err(gql)
+    }
     /// The tenant's newest policy bundle.
     async fn bundle(&self, ctx: &Context<'_>, tenant: String) -> R<Option<BundleView>> {
         let (s, a) = who(ctx)?;
@@ -213,6 +219,33 @@ impl MutationRoot {
     ) -> R<VirtualServerView> {
         let (s, a) = who(ctx)?;
         s.set_policy_mode(a, &tenant, &virtual_server, mode).await.map_err(gql)
+    }
+    /// Adds a data-classification rule: a detector (or a pattern), what to do with a match (block,
+    /// redact, log), where to look (parameters, responses), and which servers (by slug or label).
+    async fn add_classification_rule(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        rule: ClassificationRuleInput,
+    ) -> R<ClassificationRuleView> {
+        let (s, a) = who(ctx)?;
+        s.add_classification_rule(a, &tenant, &rule).await.map_err(gql)
+    }
+    /// Deletes a data-classification rule by id.
+    async fn delete_classification_rule(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.delete_classification_rule(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Replaces a server's labels (PCI, PHI, PII, a region ...).
+    async fn set_server_labels(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        server: String,
+        labels: Vec<String>,
+    ) -> R<ServerView> {
+        let (s, a) = who(ctx)?;
+        s.set_server_labels(a, &tenant, &server, &labels).await.map_err(gql)
     }
     /// Binds a user to a role.
     async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {

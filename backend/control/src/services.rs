@@ -20,8 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::bundles::Bundles;
 use crate::{auth, now_ms, upstream};
 
+mod classification;
 mod policy;
 
+pub(crate) use classification::{classification_view, compiled_rule};
 pub(crate) use policy::rule_view;
 
 /// Result of a service call.
@@ -114,6 +116,7 @@ fn server_view(s: &Server) -> ServerView {
         name: s.name.clone(),
         url: s.url.clone(),
         tools: tools_of(s),
+        labels: classification::server_labels(s),
         tools_fetched_at_ms: s.tools_fetched_at_ms,
     }
 }
@@ -339,6 +342,7 @@ impl Services {
             url,
             tools_json: serde_json::to_string(&tools).unwrap_or_else(|_| "[]".into()),
             tools_fetched_at_ms: Some(now_ms()),
+            labels_json: "[]".to_owned(),
             created_at_ms: now_ms(),
         };
         self.store.create_server(&s).await.map_err(store_err("a server with this slug"))?;
@@ -811,6 +815,7 @@ impl Services {
                 latency_us: r.latency_us,
                 bundle_revision: r.bundle_revision,
                 rule_id: r.rule_id,
+                findings: r.findings_json.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default(),
             })
             .collect())
     }

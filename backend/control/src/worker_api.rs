@@ -135,6 +135,8 @@ async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Js
             latency_us: e.latency_us,
             bundle_revision: e.bundle_revision,
             rule_id: e.rule_id,
+            findings_json: (!e.findings.is_empty())
+                .then(|| serde_json::to_string(&e.findings).expect("findings serialise")),
             received_at_ms: received,
         });
     }

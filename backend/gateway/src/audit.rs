@@ -707,6 +707,7 @@ mod tests {
             latency_us: 1,
             bundle_revision: None,
             rule_id: None,
+            findings: vec![],
         }
     }
 

@@ -169,7 +169,20 @@ impl Activator {
                     // Same manifest as the active one: keep the built policy instead of rebuilding it.
                     let policy = match active {
                         Some(p) if p.manifest == bundle.manifest => Arc::clone(p),
-                        _ => Arc::new(TenantPolicy::build(&bundle)),
+                        _ => match TenantPolicy::build(&bundle) {
+                            Ok(policy) => Arc::new(policy),
+                            Err(e) => {
+                                let keeps = match active {
+                                    Some(p) => format!("revision {} keeps serving", short(&p.manifest.revision)),
+                                    None => "the tenant stays unavailable".to_owned(),
+                                };
+                                refused.push(format!(
+                                    "refused the bundle for tenant '{tenant}' from {source}: {e}; {keeps}"
+                                ));
+                                self.keep(&current, &tenant, &mut next, &mut envelopes);
+                                continue;
+                            }
+                        },
                     };
                     accepted.insert(tenant.clone());
                     next.insert(tenant.clone(), policy);

@@ -20,6 +20,7 @@ mod features;
 mod mcp;
 mod relay;
 mod routes;
+mod screen;
 mod seal;
 mod session;
 mod sse;

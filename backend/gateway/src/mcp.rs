@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 
 use crate::relay::{self, PostEnd};
 use crate::routes::{MAX_BODY_BYTES, check_origin, error};
+use crate::screen::{self, Screen};
 use crate::seal::{self, SealedUpstream, SessionClaims};
 use crate::session::{Session, ToolRoute, UpstreamSlot};
 use crate::upstream::{Answer, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Target, UpstreamError};
@@ -106,6 +107,8 @@ pub(crate) struct Record {
     /// In monitor mode, why the policy would have refused this request: the outcome becomes
     /// `would_deny` whatever happens next.
     would_deny: Option<String>,
+    /// The outcome is decided (a data-classification block) and later outcomes do not change it.
+    frozen: bool,
     event: AuditEvent,
 }
 
@@ -115,6 +118,7 @@ impl Record {
             started: Instant::now(),
             known: false,
             would_deny: None,
+            frozen: false,
             event: AuditEvent {
                 id: uuid::Uuid::now_v7().to_string(),
                 time_ms: now_ms(),
@@ -133,6 +137,7 @@ impl Record {
                 latency_us: 0,
                 bundle_revision: None,
                 rule_id: None,
+                findings: Vec::new(),
             },
         }
     }
@@ -154,6 +159,9 @@ impl Record {
     }
 
     pub(crate) fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
+        if self.frozen {
+            return;
+        }
         let reason = reason.into();
         match &self.would_deny {
             Some(would) => {
@@ -170,12 +178,28 @@ impl Record {
         }
     }
 
+    /// Adds data-classification findings.
+    pub(crate) fn findings(&mut self, findings: impl Iterator<Item = gatehouse_core::classification::AuditFinding>) {
+        self.event.findings.extend(findings);
+    }
+
+    /// Names the rule that decided.
+    pub(crate) fn set_rule(&mut self, rule: String) {
+        self.event.rule_id = Some(rule);
+    }
+
+    /// Keeps the current outcome, whatever is reported later.
+    pub(crate) fn freeze_outcome(&mut self) {
+        self.frozen = true;
+    }
+
     /// Takes the event out, for a stream that emits it when it ends; what stays behind emits nothing.
     fn detach(&mut self) -> Record {
         let stays = Record {
             started: self.started,
             known: false,
             would_deny: self.would_deny.clone(),
+            frozen: self.frozen,
             event: self.event.clone(),
         };
         std::mem::replace(self, stays)
@@ -940,7 +964,7 @@ async fn tools_list(
 #[allow(clippy::too_many_arguments)] // the request's whole context; a struct would only rename it
 async fn tools_call(
     gw: &Gateway,
-    policy: &TenantPolicy,
+    policy: &Arc<TenantPolicy>,
     route: &VirtualServerRoute,
     session: &Arc<Session>,
     principal: &Principal,
@@ -990,12 +1014,22 @@ async fn tools_call(
             return ok(body);
         }
     }
-    // Forward the client's params (arguments, `_meta`) as they are, under the upstream's tool name.
-    // Only the body goes upstream: the client's Authorization header never does.
+    let screen = Screen::for_server(policy, &target.server);
+    if let Some(screen) = &screen
+        && let Err((reason, rule)) = screen.arguments(&target.name, &mut params, record)
+    {
+        let body = screen::refusal(&json!(id), &reason, &name, &rule);
+        record.blocked(reason, rule);
+        return ok(body);
+    }
+    // Forward the client's params (arguments, `_meta`) as they are (redacted where a rule says so),
+    // under the upstream's tool name. Only the body goes upstream: the client's Authorization
+    // header never does.
     if let Some(object) = params.as_object_mut() {
         object.insert("name".to_owned(), Value::String(target.name.clone()));
     }
-    forward(gw, route, session, &target.server, id, "tools/call", Some(&params), record).await
+    let screen = screen.map(|s| (s, name));
+    forward_screened(gw, route, session, &target.server, id, "tools/call", Some(&params), record, screen).await
 }
 
 /// Forwards a client request to upstream `server` and relays the answer: JSON as JSON, an event
@@ -1012,6 +1046,23 @@ pub(crate) async fn forward(
     params: Option<&Value>,
     record: &mut Record,
 ) -> Response {
+    forward_screened(gw, route, session, server, id, method, params, record, None).await
+}
+
+/// [`forward`], with the answer screened by data-classification rules (for `tools/call`; the
+/// string is the tool's name as the client knows it).
+#[allow(clippy::too_many_arguments)] // the request's whole context
+async fn forward_screened(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Arc<Session>,
+    server: &str,
+    id: &Id,
+    method: &str,
+    params: Option<&Value>,
+    record: &mut Record,
+    screen: Option<(Screen, String)>,
+) -> Response {
     record.event.upstream_server = Some(server.to_owned());
     let Some((index, (_, url))) = route.upstreams.iter().enumerate().find(|(_, (s, _))| s == server) else {
         let error = UpstreamError::Protocol("it is no longer part of this virtual server".to_owned());
@@ -1023,6 +1074,14 @@ pub(crate) async fn forward(
     let upstream_id = relay::upstream_request_id(id);
     match gw.inner().upstreams.forward(target, &upstream_id, method, params).await {
         Ok(Answer::Json(mut response)) => {
+            if let Some((screen, tool)) = &screen
+                && screen.response(tool, &mut response, record)
+            {
+                if let Some(object) = response.as_object_mut() {
+                    object.insert("id".to_owned(), json!(id));
+                }
+                return rpc(StatusCode::OK, response);
+            }
             match response.pointer("/error/message") {
                 Some(message) => {
                     let why = format!("upstream error: {}", message.as_str().unwrap_or("no message"));
@@ -1042,7 +1101,13 @@ pub(crate) async fn forward(
             tokio::spawn(async move {
                 let _in_flight = in_flight;
                 let timeout = gw.inner().upstreams.timeout();
-                match relay::pump_post(stream, index, &server, &id, timeout, &tx).await {
+                let mut on_answer = |message: &mut Value| {
+                    if let Some((screen, tool)) = &screen {
+                        screen.response(tool, message, &mut record);
+                    }
+                };
+                let end = relay::pump_post(stream, index, &server, &id, timeout, &tx, &mut on_answer).await;
+                match end {
                     PostEnd::Answered(None) => record.outcome(Outcome::Allowed, None),
                     PostEnd::Answered(Some(message)) => {
                         record.outcome(Outcome::UpstreamError, format!("upstream error: {message}"));

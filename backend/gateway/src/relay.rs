@@ -183,6 +183,7 @@ pub(crate) async fn pump_post(
     id: &Id,
     timeout: Duration,
     tx: &mpsc::Sender<Bytes>,
+    on_answer: &mut (dyn FnMut(&mut Value) + Send),
 ) -> PostEnd {
     let mut parser = SseParser::new(MAX_EVENT_BYTES);
     // Once the upstream gives event ids, a stream that ends early can be resumed by the client.
@@ -215,11 +216,16 @@ pub(crate) async fn pump_post(
                 }
                 continue;
             }
-            let Some((message, answers)) = serde_json::from_str(&event.data).ok().and_then(|m| from_upstream(index, m))
+            let Some((mut message, answers)) =
+                serde_json::from_str(&event.data).ok().and_then(|m| from_upstream(index, m))
             else {
                 debug!(server, "skipping an upstream event that is not for the client");
                 continue;
             };
+            if answers.as_ref() == Some(id) {
+                // The answer itself: screened (data classification) before the client sees it.
+                on_answer(&mut message);
+            }
             if tx.send(frame(event_id.as_deref(), &message.to_string(), event.retry)).await.is_err() {
                 return PostEnd::ClientGone;
             }

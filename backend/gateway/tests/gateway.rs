@@ -734,3 +734,99 @@ async fn any_worker_serves_any_session() {
     assert_eq!(delete_session(&fresh_on_a, ALICE).await, 404);
     assert_eq!(text_of(&on_b.call("echo", json!({})).await), "alpha/echo: {}");
 }
+
+#[tokio::test]
+async fn data_classification_blocks_and_redacts_arguments_and_results() {
+    use gatehouse_bundle::classify::{Action, ClassificationRule, Detector, Scope};
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    let rule = |id: &str, detector, action, scope, servers: &[&str]| ClassificationRule {
+        id: id.into(),
+        name: id.into(),
+        detector,
+        pattern: None,
+        action,
+        scope,
+        servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut guarded = content(&up, ANALYST);
+    guarded.classification = vec![
+        // Keys never leave the user's machine, to any server.
+        rule("no-keys", Detector::ApiKey, Action::Block, Scope::Params, &[]),
+        // E-mail addresses in results are redacted, on both servers (alpha answers JSON, beta SSE).
+        rule("mask-mail", Detector::Email, Action::Redact, Scope::Responses, &["alpha", "beta"]),
+        // Card numbers in beta's results stop the result.
+        rule("no-cards", Detector::CardNumber, Action::Block, Scope::Responses, &["beta"]),
+        // Phone numbers are only logged.
+        rule("see-phones", Detector::Phone, Action::Log, Scope::Both, &[]),
+    ];
+    guarded.normalize();
+    cp.publish(vec![key.sign("default", 1, 0, guarded.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    gw.revision().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+
+    // A key in the arguments: refused before anything goes upstream, naming rule and place only.
+    let calls_before = up.alpha.calls().len();
+    let blocked = alice.call("echo", json!({"config": {"aws": "AKIAIOSFODNN7EXAMPLE"}})).await;
+    assert_eq!(blocked.rpc_code(), Some(-32003), "{blocked:?}");
+    assert_eq!(blocked.body["error"]["data"], json!({"code": "DATA_BLOCKED", "tool": "echo", "rule": "no-keys"}));
+    let message = blocked.body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "the arguments of tool 'echo' hold data that rule no-keys blocks (api_key at /config/aws)");
+    assert!(!message.contains("AKIA"), "the refusal never repeats the data");
+    assert_eq!(up.alpha.calls().len(), calls_before, "a blocked call never reaches the upstream");
+
+    // An e-mail address echoed back: redacted in the JSON answer (alpha) and the SSE answer (beta).
+    let mailed = alice.call("echo", json!({"to": "bob@example.com"})).await;
+    assert_eq!(text_of(&mailed), r#"alpha/echo: {"to":"[REDACTED:email]"}"#);
+    assert_eq!(up.alpha.calls().last().unwrap()["arguments"], json!({"to": "bob@example.com"}), "params untouched");
+    let streamed = alice.call("beta__search", json!({"q": "mail bob@example.com"})).await;
+    assert_eq!(text_of(&streamed), r#"beta/search: {"q":"mail [REDACTED:email]"}"#);
+
+    // A card number in beta's (streamed) result: the client gets DATA_BLOCKED instead of the result.
+    let carded = alice.call("beta__search", json!({"q": "4111 1111 1111 1111"})).await;
+    assert_eq!(carded.body["error"]["data"]["code"], "DATA_BLOCKED", "{carded:?}");
+    assert!(!carded.body.to_string().contains("4111"), "the card number never reaches the client: {carded:?}");
+    // The same on alpha is not blocked (the rule names beta only).
+    assert!(text_of(&alice.call("echo", json!({"q": "4111 1111 1111 1111"})).await).contains("4111"));
+
+    // A phone number is only logged.
+    assert!(text_of(&alice.call("echo", json!({"call": "+1 415 555 0100"})).await).contains("+1 415 555 0100"));
+
+    // Every finding is audited (rule, detector, action, direction, place), never the data.
+    let events = eventually("the audit events", async || {
+        let events = cp.audit_events();
+        (events.iter().filter(|e| !e.findings.is_empty()).count() >= 5).then_some(events)
+    })
+    .await;
+    let arg_block = events.iter().find(|e| e.rule_id.as_deref() == Some("no-keys")).expect("the blocked call");
+    assert_eq!(arg_block.outcome, Outcome::Denied);
+    assert_eq!(arg_block.findings[0].path, "/config/aws");
+    assert_eq!(arg_block.findings[0].direction, "params");
+    let result_block = events.iter().find(|e| e.rule_id.as_deref() == Some("no-cards")).expect("the blocked result");
+    assert_eq!(result_block.outcome, Outcome::Denied, "{result_block:?}");
+    assert_eq!(result_block.findings.iter().map(|f| f.direction.as_str()).collect::<Vec<_>>(), ["response"]);
+    let logged = events.iter().find(|e| e.findings.iter().any(|f| f.rule_id == "see-phones")).expect("the phone");
+    assert_eq!(logged.outcome, Outcome::Allowed);
+    assert!(!serde_json::to_string(&events).unwrap().contains("bob@example.com"), "no audited data");
+
+    // A bundle whose classification rule cannot compile is refused; the previous one keeps serving.
+    let first = gw.revision().await;
+    let mut broken = guarded.clone();
+    broken.classification.push(ClassificationRule {
+        pattern: Some("(".into()),
+        ..rule("bad", Detector::Pattern, Action::Log, Scope::Both, &[])
+    });
+    broken.normalize();
+    cp.publish(vec![key.sign("default", 2, 0, broken)]);
+    eventually("the refusal", async || gw.gw.last_error().filter(|e| e.contains("data-classification rule bad"))).await;
+    assert_eq!(gw.gw.active_revision(TENANT), Some(first));
+    assert_eq!(
+        alice.call("echo", json!({"k": "AKIAIOSFODNN7EXAMPLE"})).await.rpc_code(),
+        Some(-32003),
+        "old rules serve"
+    );
+}

@@ -227,8 +227,8 @@ impl Store {
     /// Registers an upstream server.
     pub async fn create_server(&self, s: &Server) -> Result<()> {
         on_pool!(self, |p| sqlx::query(
-            "INSERT INTO servers (tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO servers (tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, labels_json, \
+             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )
         .bind(&s.tenant_id)
         .bind(&s.id)
@@ -237,6 +237,7 @@ impl Store {
         .bind(&s.url)
         .bind(&s.tools_json)
         .bind(s.tools_fetched_at_ms)
+        .bind(&s.labels_json)
         .bind(s.created_at_ms)
         .execute(p)
         .await
@@ -274,6 +275,65 @@ impl Store {
         .await
         .map(|r| r.rows_affected()))?;
         Ok(r == 1)
+    }
+
+    /// Replaces a server's labels (a JSON list). Returns false when no such server is in the tenant.
+    pub async fn set_server_labels(&self, tenant_id: &str, id: &str, labels_json: &str) -> Result<bool> {
+        let r =
+            on_pool!(self, |p| sqlx::query("UPDATE servers SET labels_json = $3 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .bind(labels_json)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))?;
+        Ok(r == 1)
+    }
+
+    // ---------------------------------------------------------------- data classification
+
+    /// Stores a data-classification rule.
+    pub async fn insert_classification_rule(&self, r: &ClassificationRuleRow) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO classification_rules (tenant_id, id, name, detector, pattern, action, scope, servers_json, \
+             labels_json, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.id)
+        .bind(&r.name)
+        .bind(&r.detector)
+        .bind(&r.pattern)
+        .bind(&r.action)
+        .bind(&r.scope)
+        .bind(&r.servers_json)
+        .bind(&r.labels_json)
+        .bind(r.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes a data-classification rule of a tenant; returns whether there was one.
+    pub async fn delete_classification_rule(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM classification_rules WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// A tenant's data-classification rules, oldest first.
+    pub async fn list_classification_rules(&self, tenant_id: &str) -> Result<Vec<ClassificationRuleRow>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, name, detector, pattern, action, scope, servers_json, labels_json, created_at_ms \
+             FROM classification_rules WHERE tenant_id = $1 ORDER BY created_at_ms, id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
     }
 
     // ---------------------------------------------------------------- roles
@@ -601,8 +661,8 @@ impl Store {
     /// Stores audit events; an event whose id is already stored is skipped, so a worker's retry never
     /// duplicates. Returns how many were new.
     pub async fn insert_audit_events(&self, events: &[AuditRow]) -> Result<u64> {
-        // One multi-row INSERT per chunk, in one transaction. A row binds 18 parameters, so 1,000 rows
-        // bind 18,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+        // One multi-row INSERT per chunk, in one transaction. A row binds 19 parameters, so 1,000 rows
+        // bind 19,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
         const ROWS_PER_STATEMENT: usize = 1_000;
         if events.is_empty() {
             return Ok(0);
@@ -614,7 +674,7 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (tenant_id, id, time_ms, user_id, user_email, client_name, client_version, \
                      session_id, virtual_server, upstream_server, method, tool, outcome, reason, latency_us, \
-                     bundle_revision, rule_id, received_at_ms) ",
+                     bundle_revision, rule_id, findings_json, received_at_ms) ",
                 );
                 q.push_values(chunk, |mut row, e| {
                     row.push_bind(&e.tenant_id)
@@ -634,6 +694,7 @@ impl Store {
                         .push_bind(e.latency_us)
                         .push_bind(&e.bundle_revision)
                         .push_bind(&e.rule_id)
+                        .push_bind(&e.findings_json)
                         .push_bind(e.received_at_ms);
                 });
                 // Idempotent by event id: a resent event (or one twice in the batch) adds nothing.
@@ -652,7 +713,7 @@ impl Store {
             sqlx::query_as(
                 "SELECT tenant_id, id, time_ms, user_id, user_email, client_name, client_version, session_id, \
              virtual_server, upstream_server, method, tool, outcome, reason, latency_us, bundle_revision, rule_id, \
-             received_at_ms FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3",
+             findings_json, received_at_ms FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3",
             )
             .bind(tenant_id)
             .bind(before)
@@ -739,7 +800,7 @@ impl Store {
 const USER_COLUMNS: &str =
     "SELECT tenant_id, id, email, display_name, password_hash, console_role, created_at_ms FROM users";
 const SERVER_COLUMNS: &str =
-    "SELECT tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, created_at_ms FROM servers";
+    "SELECT tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, labels_json, created_at_ms FROM servers";
 const TOKEN_COLUMNS: &str = "SELECT tenant_id, id, user_id, name, sha256, prefix, created_at_ms, expires_at_ms, \
      revoked_at_ms FROM api_tokens";
 

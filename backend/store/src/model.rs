@@ -56,6 +56,8 @@ pub struct Server {
     pub tools_json: String,
     /// When the tools were fetched.
     pub tools_fetched_at_ms: Option<i64>,
+    /// Labels (PCI, PII, a region ...) as a JSON list.
+    pub labels_json: String,
     /// Created at.
     pub created_at_ms: i64,
 }
@@ -107,6 +109,31 @@ pub struct AccessRule {
     pub params_json: String,
     /// Why the rule exists.
     pub description: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// A data-classification rule (see `gatehouse_core::classification`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClassificationRuleRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Detector wire name.
+    pub detector: String,
+    /// Pattern of a `pattern` rule.
+    pub pattern: Option<String>,
+    /// `block`, `redact` or `log`.
+    pub action: String,
+    /// `params`, `responses` or `both`.
+    pub scope: String,
+    /// Server slugs, JSON list.
+    pub servers_json: String,
+    /// Server labels, JSON list.
+    pub labels_json: String,
     /// Created at.
     pub created_at_ms: i64,
 }
@@ -233,6 +260,8 @@ pub struct AuditRow {
     pub bundle_revision: Option<String>,
     /// The rule that decided.
     pub rule_id: Option<String>,
+    /// Data-classification findings (JSON list), if any.
+    pub findings_json: Option<String>,
     /// When the control plane received it.
     pub received_at_ms: i64,
 }

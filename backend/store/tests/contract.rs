@@ -11,8 +11,9 @@ use std::fmt::Debug;
 
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
-    AccessRule, ApiToken, AuditRow, Binding, BundleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN,
-    Role, Server, SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer, VirtualServerUpstream,
+    AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN,
+    ROLE_TENANT_ADMIN, Role, Server, SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer,
+    VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -70,6 +71,7 @@ contract_tests! {
     servers => sqlite_servers, postgres_servers;
     roles_grants_bindings => sqlite_roles_grants_bindings, postgres_roles_grants_bindings;
     access_rules_and_policy_mode => sqlite_access_rules_and_policy_mode, postgres_access_rules_and_policy_mode;
+    classification_rules_and_labels => sqlite_classification_rules_and_labels, postgres_classification_rules_and_labels;
     virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
@@ -135,6 +137,7 @@ fn server(t: &Tenant, slug: &str) -> Server {
         url: format!("https://{slug}.example.com/mcp"),
         tools_json: "[]".to_owned(),
         tools_fetched_at_ms: None,
+        labels_json: "[]".to_owned(),
         created_at_ms: 1_700_000_000_000,
     }
 }
@@ -196,6 +199,9 @@ fn audit_event(t: &Tenant, time_ms: i64, full: bool) -> AuditRow {
         latency_us: 1234,
         bundle_revision: some("abc123"),
         rule_id: some("grant:dev:search:search_docs"),
+        findings_json: some(
+            r#"[{"ruleId":"r1","detector":"email","action":"log","direction":"params","path":"/to","count":1}]"#,
+        ),
         received_at_ms: time_ms + 5,
     }
 }
@@ -505,6 +511,47 @@ async fn access_rules_and_policy_mode(s: &Store) {
     assert!(s.set_policy_mode(&a.id, &vs.id, "monitor").await.unwrap());
     assert!(!s.set_policy_mode(&b.id, &vs.id, "enforce").await.unwrap(), "tenant b cannot change a's mode");
     assert_eq!(s.list_virtual_servers(&a.id).await.unwrap()[0].policy_mode, "monitor");
+}
+
+async fn classification_rules_and_labels(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let rule = |t: &Tenant, name: &str, action: &str, at: i64| ClassificationRuleRow {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        name: name.to_owned(),
+        detector: "pattern".to_owned(),
+        pattern: Some("ACME-[0-9]{6}".to_owned()),
+        action: action.to_owned(),
+        scope: "both".to_owned(),
+        servers_json: r#"["crm"]"#.to_owned(),
+        labels_json: r#"["PII"]"#.to_owned(),
+        created_at_ms: at,
+    };
+    let later = rule(&a, "later", "redact", 2);
+    let earlier =
+        ClassificationRuleRow { pattern: None, detector: "card_number".to_owned(), ..rule(&a, "earlier", "block", 1) };
+    s.insert_classification_rule(&later).await.unwrap();
+    s.insert_classification_rule(&earlier).await.unwrap();
+    assert_eq!(
+        s.list_classification_rules(&a.id).await.unwrap(),
+        vec![earlier.clone(), later.clone()],
+        "oldest first, every column kept"
+    );
+    assert!(s.list_classification_rules(&b.id).await.unwrap().is_empty(), "b sees none of a's rules");
+    assert!(s.insert_classification_rule(&rule(&a, "bad", "shred", 3)).await.is_err(), "only block, redact, log");
+    assert!(!s.delete_classification_rule(&b.id, &later.id).await.unwrap(), "b cannot delete a's rule");
+    assert!(s.delete_classification_rule(&a.id, &later.id).await.unwrap());
+    assert_eq!(s.list_classification_rules(&a.id).await.unwrap(), vec![earlier]);
+
+    let srv = server(&a, "crm");
+    s.create_server(&srv).await.unwrap();
+    assert_eq!(s.list_servers(&a.id).await.unwrap()[0].labels_json, "[]", "no labels by default");
+    assert!(s.set_server_labels(&a.id, &srv.id, r#"["PCI","eu"]"#).await.unwrap());
+    assert!(!s.set_server_labels(&b.id, &srv.id, r#"["x"]"#).await.unwrap(), "b cannot label a's server");
+    assert_eq!(s.server_by_slug(&a.id, "crm").await.unwrap().unwrap().labels_json, r#"["PCI","eu"]"#);
 }
 
 // ==================================================================== 5. virtual servers

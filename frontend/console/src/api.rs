@@ -11,6 +11,7 @@
 // caller, which an attribute on the function does not reach).
 #![allow(clippy::too_many_arguments)]
 
+use gatehouse_core::classification::ClassificationRuleView;
 use gatehouse_core::rules::RuleView;
 use gatehouse_core::views::{
     AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
@@ -173,6 +174,64 @@ pub async fn register_server(tenant: String, slug: String, name: String, url: St
 pub async fn refresh_server(tenant: String, slug: String) -> ApiResult<ServerView> {
     let (s, actor) = ssr::signed_in().await?;
     ssr::answer(s.refresh_server_tools(&actor, &tenant, &slug).await)
+}
+
+/// Replaces a server's labels (comma-separated in the form).
+#[server(prefix = "/api/console", endpoint = "set_server_labels")]
+pub async fn set_server_labels(
+    tenant: String,
+    server: String,
+    #[server(default)] labels: String,
+) -> ApiResult<ServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let labels: Vec<String> = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    ssr::answer(s.set_server_labels(&actor, &tenant, &server, &labels).await)
+}
+
+// ------------------------------------------------------------------ data classification
+
+/// A tenant's data-classification rules.
+#[server(prefix = "/api/console", endpoint = "classification_rules")]
+pub async fn list_classification_rules(tenant: String) -> ApiResult<Vec<ClassificationRuleView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_classification_rules(&actor, &tenant).await)
+}
+
+/// Adds a data-classification rule from the form (wire names; servers and labels comma-separated).
+#[server(prefix = "/api/console", endpoint = "add_classification_rule")]
+pub async fn add_classification_rule(
+    tenant: String,
+    name: String,
+    detector: String,
+    action: String,
+    scope: String,
+    #[server(default)] pattern: String,
+    #[server(default)] servers: String,
+    #[server(default)] labels: String,
+) -> ApiResult<ClassificationRuleView> {
+    use gatehouse_core::classification::{Action, ClassificationRuleInput, Detector, Scope};
+    let (s, actor) = ssr::signed_in().await?;
+    let list =
+        |v: &str| -> Vec<String> { v.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect() };
+    let input = ClassificationRuleInput {
+        name,
+        detector: Detector::from_wire(&detector)
+            .ok_or_else(|| ConsoleError::invalid("detector", "choose a detector"))?,
+        pattern: Some(pattern).filter(|p| !p.trim().is_empty()),
+        action: Action::from_wire(&action)
+            .ok_or_else(|| ConsoleError::invalid("action", "choose block, redact or log"))?,
+        scope: Scope::from_wire(&scope).ok_or_else(|| ConsoleError::invalid("scope", "choose where to look"))?,
+        servers: list(&servers),
+        labels: list(&labels),
+    };
+    ssr::answer(s.add_classification_rule(&actor, &tenant, &input).await)
+}
+
+/// Deletes a data-classification rule; answers its id.
+#[server(prefix = "/api/console", endpoint = "delete_classification_rule")]
+pub async fn delete_classification_rule(tenant: String, id: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.delete_classification_rule(&actor, &tenant, &id).await.map(|_| id))
 }
 
 // ------------------------------------------------------------------ roles

@@ -34,106 +34,33 @@ pub const MAX_PATTERN_COMPILED_BYTES: usize = 1 << 20;
 /// Longest tenant pattern accepted, in bytes of source.
 pub const MAX_PATTERN_LEN: usize = 4096;
 
-/// What a rule looks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Detector {
-    /// Payment card numbers (PAN), Luhn-checked.
-    CardNumber,
-    /// US social security numbers in the dashed form.
-    UsSsn,
-    /// E-mail addresses.
-    Email,
-    /// Phone numbers: international (`+`) and North American forms.
-    Phone,
-    /// International bank account numbers, mod-97-checked.
-    Iban,
-    /// Well-known API key and token formats.
-    ApiKey,
-    /// PEM and OpenSSH private key blocks.
-    PrivateKey,
-    /// A tenant-defined regular expression ([`ClassificationRule::pattern`]).
-    Pattern,
+pub use gatehouse_core::classification::{Action, Detector, Scope};
+
+/// Position in [`Detector::BUILT_IN`]; `None` for [`Detector::Pattern`].
+fn built_in_index(d: Detector) -> Option<usize> {
+    Detector::BUILT_IN.iter().position(|x| *x == d)
 }
 
-impl Detector {
-    /// Every built-in detector (all but [`Detector::Pattern`]).
-    pub const BUILT_IN: [Detector; 7] = [
-        Detector::CardNumber,
-        Detector::UsSsn,
-        Detector::Email,
-        Detector::Phone,
-        Detector::Iban,
-        Detector::ApiKey,
-        Detector::PrivateKey,
-    ];
-
-    /// The wire name, e.g. `card_number`; also the label in redacted text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Detector::CardNumber => "card_number",
-            Detector::UsSsn => "us_ssn",
-            Detector::Email => "email",
-            Detector::Phone => "phone",
-            Detector::Iban => "iban",
-            Detector::ApiKey => "api_key",
-            Detector::PrivateKey => "private_key",
-            Detector::Pattern => "pattern",
-        }
-    }
-
-    /// Position in [`Detector::BUILT_IN`]; `None` for [`Detector::Pattern`].
-    fn built_in_index(self) -> Option<usize> {
-        Detector::BUILT_IN.iter().position(|d| *d == self)
-    }
-
-    /// A lower bound on the length of any match, to skip short strings without looking at them.
-    fn min_len(self) -> usize {
-        match self {
-            Detector::CardNumber => 13,
-            Detector::UsSsn => 11,
-            Detector::Email => 6,
-            Detector::Phone => 9,
-            Detector::Iban => 15,
-            Detector::ApiKey => 20,
-            Detector::PrivateKey => 27,
-            Detector::Pattern => 1,
-        }
+/// A lower bound on the length of any match, to skip short strings without looking at them.
+fn min_len(d: Detector) -> usize {
+    match d {
+        Detector::CardNumber => 13,
+        Detector::UsSsn => 11,
+        Detector::Email => 6,
+        Detector::Phone => 9,
+        Detector::Iban => 15,
+        Detector::ApiKey => 20,
+        Detector::PrivateKey => 27,
+        Detector::Pattern => 1,
     }
 }
 
-/// What happens when a rule matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Refuse the whole call or response.
-    Block,
-    /// Replace each match with `[REDACTED:<detector>]` and let it through.
-    Redact,
-    /// Let it through unchanged; the finding is audited.
-    Log,
-}
-
-/// Which side of a tool call a rule looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Tool-call parameters (`tools/call` arguments) only.
-    Params,
-    /// Tool responses only.
-    Responses,
-    /// Both.
-    Both,
-}
-
-impl Scope {
-    /// Whether the rule looks at traffic in this direction.
-    pub fn covers(self, direction: Direction) -> bool {
-        matches!(
-            (self, direction),
-            (Scope::Both, _) | (Scope::Params, Direction::Params) | (Scope::Responses, Direction::Response)
-        )
-    }
+/// Whether a rule of this scope looks at traffic in this direction.
+pub fn covers(scope: Scope, direction: Direction) -> bool {
+    matches!(
+        (scope, direction),
+        (Scope::Both, _) | (Scope::Params, Direction::Params) | (Scope::Responses, Direction::Response)
+    )
 }
 
 /// The direction of the traffic being scanned.
@@ -312,15 +239,15 @@ impl Plan {
     ) -> Plan {
         let mut plan = Plan { min_len: usize::MAX, ..Plan::default() };
         for (i, rule) in rules.iter().enumerate() {
-            if !include(rule) || !rule.scope.covers(direction) {
+            if !include(rule) || !covers(rule.scope, direction) {
                 continue;
             }
             plan.rules.push(i);
-            match rule.detector.built_in_index() {
+            match built_in_index(rule.detector) {
                 Some(d) => plan.built_in[d] = true,
                 None => plan.patterns = true,
             }
-            plan.min_len = plan.min_len.min(rule.detector.min_len());
+            plan.min_len = plan.min_len.min(min_len(rule.detector));
         }
         plan
     }
@@ -377,7 +304,7 @@ impl Classifier {
             compiled.push(CompiledRule {
                 id: rule.id.clone(),
                 detector: rule.detector,
-                built_in: rule.detector.built_in_index(),
+                built_in: built_in_index(rule.detector),
                 action: rule.action,
                 regex,
                 set_slot,

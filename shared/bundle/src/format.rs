@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use gatehouse_core::rules::{AnnotationMatch, Effect, ParamConstraint, PolicyMode};
+
+pub use crate::classify::ClassificationRule;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -16,7 +18,8 @@ use sha2::{Digest, Sha256};
 ///
 /// 2 added [`Content::session_keys`] (issue 3). A worker of schema 1 would parse such content without
 /// the keys and then find that its revision does not match, so the number says it plainly instead.
-/// 3 added [`Role::rules`] and [`VirtualServer::mode`] (issue 4).
+/// 3 added [`Role::rules`], [`VirtualServer::mode`], [`Server::labels`] and
+/// [`Content::classification`] (issue 4).
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle: manifest plus content. This is what gets signed.
@@ -66,6 +69,9 @@ pub struct Content {
     /// The newest (highest `created_at_ms`, then id) seals; every listed key opens. The bundle is
     /// signed, not encrypted: these keys are as secret as the channel and the disk copy that carry it.
     pub session_keys: Vec<SessionKey>,
+    /// Data-classification rules, sorted by id, each naming the server slugs it applies to (labels
+    /// already resolved; an empty list means every server).
+    pub classification: Vec<ClassificationRule>,
 }
 
 /// A session sealing key (XChaCha20-Poly1305, 256 bits).
@@ -121,6 +127,8 @@ pub struct Server {
     pub slug: String,
     /// The Streamable HTTP endpoint.
     pub url: String,
+    /// Labels (e.g. `PCI`, `PII`, `eu`), sorted.
+    pub labels: Vec<String>,
 }
 
 /// An access role and what it grants.
@@ -195,6 +203,15 @@ impl Content {
         }
         self.virtual_servers.sort_by(|a, b| a.slug.cmp(&b.slug));
         self.session_keys.sort_by(|a, b| a.id.cmp(&b.id));
+        for s in &mut self.servers {
+            s.labels.sort();
+            s.labels.dedup();
+        }
+        self.classification.sort_by(|a, b| a.id.cmp(&b.id));
+        for c in &mut self.classification {
+            c.servers.sort();
+            c.servers.dedup();
+        }
     }
 
     /// The canonical bytes of the content.
@@ -222,7 +239,7 @@ mod tests {
                 User { id: "u1".into(), email: "a@x.io".into(), roles: vec![] },
             ],
             tokens: vec![],
-            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into() }],
+            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into(), labels: vec![] }],
             roles: vec![Role { slug: "r".into(), grants, rules: vec![] }],
             virtual_servers: vec![VirtualServer {
                 slug: "dev".into(),
@@ -230,6 +247,7 @@ mod tests {
                 mode: PolicyMode::Enforce,
             }],
             session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
+            classification: vec![],
         }
     }
 

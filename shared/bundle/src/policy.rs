@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use gatehouse_core::rules::{Effect, PolicyMode};
 use serde_json::{Map, Value};
 
+use crate::classify::Classifier;
 use crate::format::{Bundle, Manifest};
 use crate::rules::CompiledRule;
 
@@ -119,7 +120,15 @@ pub struct TenantPolicy {
     virtual_servers: HashMap<String, Arc<VirtualServerRoute>>,
     /// Decoded session keys, newest first (see [`TenantPolicy::session_keys`]).
     session_keys: Vec<SessionKeyMaterial>,
+    /// The tenant's data-classification rules, compiled.
+    classifier: Classifier,
 }
+
+/// A bundle the worker cannot turn into a policy (the compiler never makes one): it is refused and
+/// the tenant's previous bundle keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
 
 /// A decoded session sealing key of the tenant.
 #[derive(Clone, PartialEq, Eq)]
@@ -158,7 +167,7 @@ fn decode_session_keys(keys: &[crate::format::SessionKey]) -> Vec<SessionKeyMate
 
 impl TenantPolicy {
     /// Builds the runtime policy from a verified bundle.
-    pub fn build(bundle: &Bundle) -> Self {
+    pub fn build(bundle: &Bundle) -> Result<Self, PolicyError> {
         let c = &bundle.content;
         let roles: HashMap<&str, &crate::format::Role> = c.roles.iter().map(|r| (r.slug.as_str(), r)).collect();
         let compiled: HashMap<&str, Vec<(String, Arc<CompiledRule>)>> = c
@@ -213,7 +222,14 @@ impl TenantPolicy {
             })
             .collect();
         let session_keys = decode_session_keys(&c.session_keys);
-        Self { manifest: bundle.manifest.clone(), tokens, users, rules, virtual_servers, session_keys }
+        let classifier = Classifier::new(&c.classification)
+            .map_err(|e| PolicyError(format!("data-classification rule {}: {}: {}", e.rule_id, e.field, e.message)))?;
+        Ok(Self { manifest: bundle.manifest.clone(), tokens, users, rules, virtual_servers, session_keys, classifier })
+    }
+
+    /// The tenant's data-classification rules, ready to scan.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
     }
 
     /// The tenant's usable session keys, newest first: the first one seals, every one opens.
@@ -361,7 +377,7 @@ mod tests {
                     expires_at_ms: Some(1000),
                 },
             ],
-            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:9/mcp".into() }],
+            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:9/mcp".into(), labels: vec![] }],
             roles: vec![
                 Role { slug: "analyst".into(), grants: analyst, rules: vec![] },
                 Role { slug: "admin".into(), grants: admin, rules: vec![] },
@@ -384,6 +400,7 @@ mod tests {
                 },
                 SessionKey { id: "c-short".into(), key_b64: "AAAA".into(), created_at_ms: 3 },
             ],
+            classification: vec![],
         };
         Bundle {
             manifest: Manifest {
@@ -401,7 +418,7 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_by_hash_and_expire() {
-        let p = TenantPolicy::build(&bundle());
+        let p = TenantPolicy::build(&bundle()).unwrap();
         assert_eq!(p.authenticate("tok-1", 5).unwrap().user_id, "u1");
         assert_eq!(p.authenticate("nope", 5), Err(AuthFailure::Unknown));
         assert_eq!(p.authenticate("tok-old", 999).unwrap().token_id, "t2");
@@ -410,7 +427,7 @@ mod tests {
 
     #[test]
     fn grants_by_name_and_wildcard() {
-        let p = TenantPolicy::build(&bundle());
+        let p = TenantPolicy::build(&bundle()).unwrap();
         assert_eq!(
             p.authorize_tool("u1", "everything", "echo"),
             Decision::Allow {
@@ -430,7 +447,7 @@ mod tests {
 
     #[test]
     fn session_keys_are_decoded_newest_first_and_bad_ones_left_out() {
-        let p = TenantPolicy::build(&bundle());
+        let p = TenantPolicy::build(&bundle()).unwrap();
         let ids: Vec<&str> = p.session_keys().iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["b-new", "a-old"]);
         assert_eq!(p.session_keys()[1].key, [1u8; 32]);
@@ -439,7 +456,7 @@ mod tests {
 
     #[test]
     fn virtual_servers_resolve_upstream_urls() {
-        let p = TenantPolicy::build(&bundle());
+        let p = TenantPolicy::build(&bundle()).unwrap();
         let vs = p.virtual_server("dev").unwrap();
         assert_eq!(vs.upstreams, vec![("everything".to_owned(), "http://127.0.0.1:9/mcp".to_owned())]);
         assert_eq!(vs.mode, PolicyMode::Monitor);
@@ -506,7 +523,7 @@ mod tests {
         let mut b = ruled_bundle();
         // Even a plain grant of the denied tool loses to the deny rule.
         b.content.roles[0].grants.get_mut("everything").unwrap().push("get-env".into());
-        let p = TenantPolicy::build(&b);
+        let p = TenantPolicy::build(&b).unwrap();
         assert_eq!(p.authorize_tool("u1", "everything", "get-sum").rule(), "r-glob");
         let d = p.authorize_call("u1", "everything", "get-env", None);
         assert_eq!(
@@ -527,14 +544,14 @@ mod tests {
 
     #[test]
     fn annotation_rules_select_only_the_compiled_names() {
-        let p = TenantPolicy::build(&ruled_bundle());
+        let p = TenantPolicy::build(&ruled_bundle()).unwrap();
         assert!(p.authorize_tool("u1", "fs", "list-files").is_allow());
         assert_eq!(p.authorize_tool("u1", "fs", "delete-files").rule(), DEFAULT_DENY);
     }
 
     #[test]
     fn parameter_constraints_allow_when_any_constrained_rule_holds() {
-        let p = TenantPolicy::build(&ruled_bundle());
+        let p = TenantPolicy::build(&ruled_bundle()).unwrap();
         // Listing shows the tool, marked constrained.
         assert_eq!(
             p.authorize_tool("u1", "fs", "write"),

@@ -83,4 +83,7 @@ pub struct AuditEvent {
     /// `default-deny`).
     #[serde(default)]
     pub rule_id: Option<String>,
+    /// What data-classification rules found in the arguments or the response (never the data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::classification::AuditFinding>,
 }

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     ToolNotGranted,
     /// The policy allows this tool, but not with these arguments.
     ArgumentsNotAllowed,
+    /// A data-classification rule blocked the arguments or the response.
+    DataBlocked,
     /// A bundle failed signature or integrity checks.
     BundleRejected,
     /// Something went wrong on our side; the message carries a reference, never internals.
@@ -40,7 +42,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order (used by the docs drift test).
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidInput,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -52,6 +54,7 @@ impl ErrorCode {
         ErrorCode::NoBundle,
         ErrorCode::ToolNotGranted,
         ErrorCode::ArgumentsNotAllowed,
+        ErrorCode::DataBlocked,
         ErrorCode::BundleRejected,
         ErrorCode::Internal,
     ];
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::NoBundle => "NO_BUNDLE",
             ErrorCode::ToolNotGranted => "TOOL_NOT_GRANTED",
             ErrorCode::ArgumentsNotAllowed => "ARGUMENTS_NOT_ALLOWED",
+            ErrorCode::DataBlocked => "DATA_BLOCKED",
             ErrorCode::BundleRejected => "BUNDLE_REJECTED",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::CsrfRejected => 403,
             ErrorCode::ToolNotGranted => 403,
             ErrorCode::ArgumentsNotAllowed => 403,
+            ErrorCode::DataBlocked => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::BundleRejected => 422,

@@ -3,6 +3,7 @@
 //! Nothing here depends on a database, a web framework or a runtime, so every side can use it.
 
 pub mod audit;
+pub mod classification;
 pub mod error;
 pub mod ids;
 pub mod jsonrpc;

@@ -61,6 +61,8 @@ pub struct ServerView {
     pub url: String,
     /// Tools fetched from the server.
     pub tools: Vec<ToolView>,
+    /// Labels (PCI, PII, a region ...), sorted.
+    pub labels: Vec<String>,
     /// When the tools were fetched.
     pub tools_fetched_at_ms: Option<i64>,
 }
@@ -179,8 +181,11 @@ pub struct AuditView {
     pub outcome: String,
     /// Why it was denied or failed.
     pub reason: Option<String>,
-    /// The rule that decided (a rule id, `grant:{role}:{server}:{tool}`, or `default-deny`).
+    /// The rule that decided (a rule id, `grant:{role}:{server}:{tool}`, `default-deny`, or the
+    /// data-classification rule that blocked it).
     pub rule_id: Option<String>,
+    /// What data-classification rules found (where, never what).
+    pub findings: Vec<crate::classification::AuditFinding>,
     /// Latency in microseconds.
     pub latency_us: i64,
     /// Bundle revision that decided.

@@ -501,9 +501,9 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
             Token { sha256: digest(EXPIRED), id: "t-old".into(), user_id: "u-alice".into(), expires_at_ms: Some(1) },
         ],
         servers: vec![
-            Server { slug: "alpha".into(), url: up.alpha.url.clone() },
-            Server { slug: "beta".into(), url: up.beta.url.clone() },
-            Server { slug: "gone".into(), url: format!("{}/mcp", up.gone.url) },
+            Server { slug: "alpha".into(), url: up.alpha.url.clone(), labels: vec![] },
+            Server { slug: "beta".into(), url: up.beta.url.clone(), labels: vec![] },
+            Server { slug: "gone".into(), url: format!("{}/mcp", up.gone.url), labels: vec![] },
         ],
         roles: vec![
             Role { slug: "analyst".into(), grants: grants(analyst), rules: vec![] },
@@ -522,6 +522,7 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
             },
         ],
         session_keys: vec![SessionKey { id: "k1".into(), key_b64: SESSION_KEY_B64.into(), created_at_ms: 1 }],
+        classification: vec![],
     };
     content.normalize();
     content

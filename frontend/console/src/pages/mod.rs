@@ -1,6 +1,7 @@
 //! One module per page. Tenant pages live under `/t/{tenant}/…` inside [`tenant::TenantLayout`].
 
 pub mod audit;
+pub mod data_rules;
 pub mod home;
 pub mod login;
 pub mod roles;

@@ -5,7 +5,7 @@ use leptos::html::Form;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{RefreshServer, RegisterServer, list_servers};
+use crate::api::{RefreshServer, RegisterServer, SetServerLabels, list_servers};
 use crate::components::{ActionStatus, ErrorNote, fmt_opt_time, reset_on_success};
 use crate::pages::tenant::{TenantCtx, notify_change, use_tenant};
 
@@ -15,11 +15,13 @@ pub fn ServersPage() -> impl IntoView {
     let TenantCtx { slug, .. } = use_tenant();
     let register = ServerAction::<RegisterServer>::new();
     let refresh = ServerAction::<RefreshServer>::new();
+    let label = ServerAction::<SetServerLabels>::new();
     notify_change(register);
     notify_change(refresh);
+    notify_change(label);
     let servers = Resource::new(
-        move || (slug.get(), register.version().get(), refresh.version().get()),
-        |(t, _, _)| list_servers(t),
+        move || (slug.get(), register.version().get(), refresh.version().get(), label.version().get()),
+        |(t, _, _, _)| list_servers(t),
     );
     let form = NodeRef::<Form>::new();
     reset_on_success(register, form);
@@ -32,7 +34,7 @@ pub fn ServersPage() -> impl IntoView {
                 }
                 Ok(list) => list
                     .into_iter()
-                    .map(|s| view! { <ServerCard server=s tenant=slug.get_untracked() refresh /> })
+                    .map(|s| view! { <ServerCard server=s tenant=slug.get_untracked() refresh label /> })
                     .collect_view()
                     .into_any(),
                 Err(e) => view! { <ErrorNote error=e /> }.into_any(),
@@ -48,6 +50,11 @@ pub fn ServersPage() -> impl IntoView {
                 action=refresh
                 ok=|s: ServerView| format!("Fetched {} tools from {}.", s.tools.len(), s.slug)
                 testid="refresh-error"
+            />
+            <ActionStatus
+                action=label
+                ok=|s: ServerView| format!("{} is labelled {}.", s.slug, if s.labels.is_empty() { "nothing".to_owned() } else { s.labels.join(", ") })
+                testid="labels-error"
             />
             <div class="cards" data-testid="server-list">
                 <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>{list}</Transition>
@@ -96,11 +103,19 @@ pub fn ServersPage() -> impl IntoView {
 }
 
 #[component]
-fn ServerCard(server: ServerView, tenant: String, refresh: ServerAction<RefreshServer>) -> impl IntoView {
-    let ServerView { slug, name, url, tools, tools_fetched_at_ms } = server;
+fn ServerCard(
+    server: ServerView,
+    tenant: String,
+    refresh: ServerAction<RefreshServer>,
+    label: ServerAction<SetServerLabels>,
+) -> impl IntoView {
+    let ServerView { slug, name, url, tools, labels, tools_fetched_at_ms } = server;
     let tool_count = tools.len();
-    let (card_id, refresh_id, tools_id) =
-        (format!("server-{slug}"), format!("refresh-{slug}"), format!("tools-{slug}"));
+    let (card_id, refresh_id, tools_id, labels_id) =
+        (format!("server-{slug}"), format!("refresh-{slug}"), format!("tools-{slug}"), format!("labels-{slug}"));
+    let (labels_text, labels_input_id, labels_save_id) =
+        (labels.join(", "), format!("labels-input-{slug}"), format!("labels-save-{slug}"));
+    let (label_tenant, label_slug) = (tenant.clone(), slug.clone());
     view! {
         <article class="card" data-testid=card_id>
             <header class="card-head">
@@ -121,6 +136,25 @@ fn ServerCard(server: ServerView, tenant: String, refresh: ServerAction<RefreshS
             <p>
                 <code class="url">{url}</code>
             </p>
+            <ActionForm action=label attr:class="inline-form">
+                <input type="hidden" name="tenant" value=label_tenant />
+                <input type="hidden" name="server" value=label_slug />
+                <label for=labels_input_id.clone()>"Labels"</label>
+                " "
+                <input
+                    id=labels_input_id.clone()
+                    name="labels"
+                    value=labels_text
+                    placeholder="PCI, PII, eu"
+                    data-testid=labels_input_id
+                />
+                " "
+                <button type="submit" class="secondary" data-testid=labels_save_id>"Save labels"</button>
+                " "
+                <span class="muted" data-testid=labels_id>
+                    {if labels.is_empty() { "no labels".to_owned() } else { labels.join(", ") }}
+                </span>
+            </ActionForm>
             <details open=tool_count <= 20>
                 <summary>
                     {format!("{tool_count} tools · fetched {}", fmt_opt_time(tools_fetched_at_ms))}

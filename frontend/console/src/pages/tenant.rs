@@ -114,6 +114,7 @@ pub fn TenantLayout() -> impl IntoView {
                     {tab("users", "Users")}
                     {tab("virtual-servers", "Virtual servers")}
                     {tab("tokens", "API tokens")}
+                    {tab("data", "Data rules")}
                     {tab("audit", "Audit")}
                 </ul>
             </nav>
