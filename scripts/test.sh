@@ -5,7 +5,8 @@
 # (native and the console's wasm side), the console's browser build, the gatehouse binary,
 # doc tests, the test suite (cargo nextest, else cargo test), the MCP conformance suite against
 # our fixture upstream directly and through the gateway (backend/cli/tests/conformance/run.mjs,
-# docs/conformance.md), and the browser test (playwright/console.spec.mjs, if present). A failing
+# docs/conformance.md), a short fuzz run (scripts/fuzz.sh), and the browser test
+# (playwright/console.spec.mjs, if present). A failing
 # check does not stop the later ones; the exit status is non-zero if any step failed, and a
 # summary closes the output.
 #
@@ -119,6 +120,10 @@ else
     # Strict: an expected failure that now passes must come off the list, so the list stays honest.
     step "conformance" env CONFORMANCE_STRICT=1 node backend/cli/tests/conformance/run.mjs
 fi
+
+# The request parser and the MCP 2026-07-28 header rules under libFuzzer (cargo-fuzz on the stable
+# toolchain, see scripts/fuzz.sh): briefly, to catch panics on odd input; longer runs by hand.
+step "fuzz (request parser, headers)" scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 if [[ ! -f playwright/console.spec.mjs ]]; then
     skip "browser test" "playwright/console.spec.mjs does not exist yet"

@@ -22,8 +22,8 @@ use gatehouse_bundle::{Decision, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
 use gatehouse_core::jsonrpc::{
-    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, PARSE_ERROR, POLICY_DENIED,
-    error_response, result_response,
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Id, METHOD_NOT_FOUND, Message, POLICY_DENIED, error_response,
+    parse_body, result_response,
 };
 use gatehouse_core::rules::PolicyMode;
 use serde_json::{Value, json};
@@ -349,7 +349,7 @@ async fn handle_post(
             return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidInput, message);
         }
     };
-    let message = match parse(&body) {
+    let message = match parse_body(&body) {
         Ok(message) => message,
         Err((code, why)) => {
             record.outcome(Outcome::Invalid, why.clone());
@@ -649,40 +649,6 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
         }
         _ => Bearer::OtherScheme,
     }
-}
-
-/// Parses one JSON-RPC message; the error is a JSON-RPC code and a message.
-fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
-    // One pass on the request path; the body is looked at again only to explain a refusal.
-    let message: Message = serde_json::from_slice(body).map_err(|e| refusal_of(body, e))?;
-    if message.jsonrpc != "2.0" {
-        return Err((
-            INVALID_REQUEST,
-            "the body is not a JSON-RPC 2.0 message: \"jsonrpc\" must be \"2.0\"".to_owned(),
-        ));
-    }
-    if message.method.is_none() && message.result.is_none() && message.error.is_none() {
-        return Err((INVALID_REQUEST, "a JSON-RPC message needs a method, a result or an error".to_owned()));
-    }
-    Ok(message)
-}
-
-/// The JSON-RPC error for a body that is not a single JSON-RPC message.
-fn refusal_of(body: &[u8], e: serde_json::Error) -> (i64, String) {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(e) => return (PARSE_ERROR, format!("the body is not valid JSON: {e}")),
-    };
-    if value.is_array() {
-        return (INVALID_REQUEST, "batches are not supported in protocol 2025-11-25".to_owned());
-    }
-    if !value.is_object() {
-        return (INVALID_REQUEST, "the body must be a JSON-RPC 2.0 message (a JSON object)".to_owned());
-    }
-    if value.get("id").is_some_and(Value::is_null) {
-        return (INVALID_REQUEST, "the id must be a string or a number, not null".to_owned());
-    }
-    (INVALID_REQUEST, format!("the body is not a JSON-RPC 2.0 message: {e}"))
 }
 
 /// Why the request speaks a protocol version this gateway does not, if it does. `server/discover`
@@ -1274,6 +1240,8 @@ pub(crate) fn rpc(status: StatusCode, body: Value) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use gatehouse_core::jsonrpc::PARSE_ERROR;
+
     use super::*;
 
     fn tool(name: &str) -> Value {
@@ -1294,15 +1262,15 @@ mod tests {
 
     #[test]
     fn parse_errors_map_to_json_rpc_codes() {
-        assert_eq!(parse(b"{nope").unwrap_err().0, PARSE_ERROR);
-        assert_eq!(parse(b"[]").unwrap_err().0, INVALID_REQUEST);
-        assert_eq!(parse(b"42").unwrap_err().0, INVALID_REQUEST);
-        assert_eq!(parse(br#"{"jsonrpc":"1.0","method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
-        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
-        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().0, INVALID_REQUEST);
-        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).unwrap_err().0, INVALID_REQUEST);
-        assert!(parse(br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#).unwrap().is_request());
-        assert!(parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
+        assert_eq!(parse_body(b"{nope").unwrap_err().0, PARSE_ERROR);
+        assert_eq!(parse_body(b"[]").unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse_body(b"42").unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse_body(br#"{"jsonrpc":"1.0","method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse_body(br#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse_body(br#"{"jsonrpc":"2.0","id":1}"#).unwrap_err().0, INVALID_REQUEST);
+        assert_eq!(parse_body(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).unwrap_err().0, INVALID_REQUEST);
+        assert!(parse_body(br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#).unwrap().is_request());
+        assert!(parse_body(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
     }
 
     #[test]

@@ -83,6 +83,41 @@ pub fn result_response(id: &Id, result: Value) -> Value {
     serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
+/// Parses one HTTP body as a single JSON-RPC 2.0 message, as the gateway's MCP endpoint does; the
+/// error is a JSON-RPC code (`PARSE_ERROR` or `INVALID_REQUEST`) and a message.
+pub fn parse_body(body: &[u8]) -> Result<Message, (i64, String)> {
+    // One pass on the request path; the body is looked at again only to explain a refusal.
+    let message: Message = serde_json::from_slice(body).map_err(|e| refusal_of(body, e))?;
+    if message.jsonrpc != "2.0" {
+        return Err((
+            INVALID_REQUEST,
+            "the body is not a JSON-RPC 2.0 message: \"jsonrpc\" must be \"2.0\"".to_owned(),
+        ));
+    }
+    if message.method.is_none() && message.result.is_none() && message.error.is_none() {
+        return Err((INVALID_REQUEST, "a JSON-RPC message needs a method, a result or an error".to_owned()));
+    }
+    Ok(message)
+}
+
+/// The JSON-RPC error for a body that is not a single JSON-RPC message.
+fn refusal_of(body: &[u8], e: serde_json::Error) -> (i64, String) {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => return (PARSE_ERROR, format!("the body is not valid JSON: {e}")),
+    };
+    if value.is_array() {
+        return (INVALID_REQUEST, "batches are not supported in protocol 2025-11-25".to_owned());
+    }
+    if !value.is_object() {
+        return (INVALID_REQUEST, "the body must be a JSON-RPC 2.0 message (a JSON object)".to_owned());
+    }
+    if value.get("id").is_some_and(Value::is_null) {
+        return (INVALID_REQUEST, "the id must be a string or a number, not null".to_owned());
+    }
+    (INVALID_REQUEST, format!("the body is not a JSON-RPC 2.0 message: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod classification;
 pub mod error;
+pub mod headers;
 pub mod ids;
 pub mod jsonrpc;
 pub mod rules;
