@@ -616,6 +616,27 @@ async function main() {
       });
     });
 
+    await step('pull the kill switch on a tool and lift it again', async () => {
+      await byTestId('tab-overview').click();
+      await page.getByRole('heading', { name: 'Kill switch', exact: true }).waitFor({ timeout: WAIT_MS });
+      await hydrated();
+      const mark = await markDocument();
+      await byTestId('kill-submit').click();
+      // The browser refuses the empty required reason; with a reason but no target, the server says what is missing.
+      await byTestId('kill-reason').fill('prompt injection seen in the wild');
+      await byTestId('kill-submit').click();
+      await waitText('kill-error', 'name a user, or a server');
+      await byTestId('kill-server').fill(SERVER);
+      await byTestId('kill-tool').fill('echo');
+      await byTestId('kill-submit').click();
+      const listed = await waitText('suspensions', `tool echo of ${SERVER}`);
+      assert(listed.includes('prompt injection seen in the wild'), `suspensions: ${listed}`);
+      await snap('12-kill-switch');
+      await byTestId('suspensions').getByRole('button', { name: /Lift the suspension/ }).click();
+      await waitText('suspensions', 'Nothing is suspended');
+      await assertSameDocument(mark);
+    });
+
     await step('the audit page shows the calls (refresh without a page load)', async () => {
       await openTab('audit', 'Audit log');
       const mark = await markDocument();

@@ -414,3 +414,155 @@ async fn data_classification_rules_reach_the_gateway_by_server_label() {
         .await;
     assert_eq!(code, "NOT_FOUND");
 }
+
+/// POSTs `initialize` to the gateway with a bearer token: (HTTP status, JSON body).
+async fn raw_initialize(endpoint: &str, token: &str) -> (u16, Value) {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
+    let resp = reqwest::Client::new()
+        .post(endpoint)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_stops_a_tool_a_user_and_a_server_even_in_monitor_mode() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug } }",
+            json!({ "url": upstream_url }),
+        )
+        .await;
+    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "all") { slug } }"#, json!({})).await;
+    admin.ok(r#"mutation { setRoleGrants(tenant: "acme", role: "all", grants: [{server: "everything", tool: "*"}]) { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
+            json!({}),
+        )
+        .await;
+    admin
+        .ok(r#"mutation { bindRole(tenant: "acme", role: "all", email: "alice@acme.test") { slug } }"#, json!({}))
+        .await;
+    let vs = admin
+        .ok(r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint } }"#, json!({}))
+        .await;
+    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
+    // Monitor mode relaxes access policy, never the kill switch.
+    admin
+        .ok(r#"mutation { setPolicyMode(tenant: "acme", virtualServer: "dev", mode: MONITOR) { mode } }"#, json!({}))
+        .await;
+    let token = admin
+        .ok(
+            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
+            json!({}),
+        )
+        .await;
+    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
+    let first = mcp_client(&endpoint, &secret, json!([["list_until", "echo", 15]])).await;
+    assert!(first["results"][0]["tools"].as_array().unwrap().contains(&json!("echo")), "{first}");
+
+    // Bad input.
+    let suspend = "mutation($u: String, $s: String, $t: String, $r: String!) { suspend(tenant: \"acme\", userEmail: $u, server: $s, tool: $t, reason: $r) { id kind user server tool reason createdBy } }";
+    let (code, message) = admin.err(suspend, json!({ "u": "alice@acme.test", "s": "everything", "r": "x" })).await;
+    assert_eq!((code.as_str(), message.starts_with("user: ")), ("INVALID_INPUT", true), "{message}");
+    let (code, message) = admin.err(suspend, json!({ "u": "alice@acme.test", "r": " " })).await;
+    assert_eq!((code.as_str(), message.starts_with("reason: ")), ("INVALID_INPUT", true), "{message}");
+    let (code, _) = admin.err(suspend, json!({ "u": "nobody@acme.test", "r": "x" })).await;
+    assert_eq!(code, "NOT_FOUND");
+
+    // One tool.
+    let tool = admin.ok(suspend, json!({ "s": "everything", "t": "echo", "r": "prompt injection in the wild" })).await;
+    assert_eq!(tool["suspend"]["kind"], "tool");
+    assert_eq!(tool["suspend"]["createdBy"], ADMIN_EMAIL);
+    let (code, _) = admin.err(suspend, json!({ "s": "everything", "t": "echo", "r": "again" })).await;
+    assert_eq!(code, "CONFLICT", "a tool is suspended once");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    let out = loop {
+        let out = mcp_client(&endpoint, &secret, json!([["call", "echo", { "message": "hi" }], ["list"]])).await;
+        if out["results"][0].get("error").is_some() || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("tool suspension enforced {} ms after the mutation returned", started.elapsed().as_millis());
+    let refused = &out["results"][0]["error"];
+    assert_eq!(refused["data"]["code"], "SUSPENDED", "{out}");
+    assert_eq!(refused["data"]["rule"], "kill:tool:everything:echo");
+    assert_eq!(
+        refused["message"],
+        "tool 'echo' of server 'everything' is suspended by a tenant admin: prompt injection in the wild"
+    );
+    let listed = out["results"][1]["tools"].as_array().unwrap();
+    assert!(!listed.contains(&json!("echo")) && listed.contains(&json!("get-sum")), "only echo is gone: {out}");
+
+    // The user: every request is refused with 403, whatever session it belongs to.
+    let user = admin.ok(suspend, json!({ "u": "alice@acme.test", "r": "laptop stolen" })).await;
+    let user_id = user["suspend"]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, body) = loop {
+        let (status, body) = raw_initialize(&endpoint, &secret).await;
+        if status == 403 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "SUSPENDED");
+    assert_eq!(body["error"]["message"], "your access is suspended by a tenant admin: laptop stolen");
+    let denied = audited(&admin, "the suspended user", |e| e["reason"] == body["error"]["message"]).await;
+    assert_eq!(denied["outcome"], "denied");
+
+    // Another tenant's admin cannot see or lift it.
+    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
+        .await;
+    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let (code, _) = other.err(r#"{ suspensions(tenant: "acme") { id } }"#, json!({})).await;
+    assert_eq!(code, "NOT_FOUND");
+    let lift = "mutation($t: String!, $id: String!) { liftSuspension(tenant: $t, id: $id) }";
+    let (code, _) = other.err(lift, json!({ "t": "globex", "id": user_id })).await;
+    assert_eq!(code, "NOT_FOUND");
+
+    // Lifted: back in; then the whole server.
+    assert_eq!(admin.ok(lift, json!({ "t": "acme", "id": user_id })).await["liftSuspension"], true);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while raw_initialize(&endpoint, &secret).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the lifted user is still refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.ok(suspend, json!({ "s": "everything", "r": "vendor breach" })).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let out = mcp_client(&endpoint, &secret, json!([["list"], ["call", "get-sum", { "a": 1, "b": 2 }]])).await;
+        if out["results"][0]["tools"].as_array().is_some_and(Vec::is_empty) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(out["results"][0]["tools"], json!([]), "a suspended server offers nothing: {out}");
+    let message = out["results"][1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("server 'everything' of this virtual server is suspended by a tenant admin: vendor breach"),
+        "{out}"
+    );
+    let listed = admin.ok(r#"{ suspensions(tenant: "acme") { kind server tool reason } }"#, json!({})).await;
+    assert_eq!(
+        listed["suspensions"],
+        json!([
+            { "kind": "tool", "server": "everything", "tool": "echo", "reason": "prompt injection in the wild" },
+            { "kind": "server", "server": "everything", "tool": null, "reason": "vendor breach" },
+        ])
+    );
+}

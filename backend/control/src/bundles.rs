@@ -86,6 +86,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         let view = crate::services::classification_view(row)?;
         classification_rules.extend(crate::services::compiled_rule(&view, &servers));
     }
+    let kill = crate::services::kill_list(store, t, &servers).await?;
     let mut content = Content {
         tenant: tenant.slug.clone(),
         users: users
@@ -144,6 +145,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             })
             .collect(),
         classification: classification_rules,
+        kill,
     };
     content.normalize();
     Ok(content)

@@ -125,6 +125,11 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref()).await.map_err(gql)
     }
+    /// A tenant's suspensions (kill switch).
+    async fn suspensions(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<SuspensionView>> {
+        let (s, a) = who(ctx)?;
+        s.list_suspensions(a, &tenant).await.map_err(gql)
+    }
     /// A tenant's data-classification rules.
     async fn classification_rules(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<ClassificationRuleView>> {
         let (s, a) = who(ctx)?;
@@ -246,6 +251,25 @@ impl MutationRoot {
     ) -> R<ServerView> {
         let (s, a) = who(ctx)?;
         s.set_server_labels(a, &tenant, &server, &labels).await.map_err(gql)
+    }
+    /// The kill switch: suspends a user (by e-mail), a server, or one tool of a server, on every
+    /// gateway worker with the next bundle, before any grant or rule and in every policy mode.
+    async fn suspend(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        user_email: Option<String>,
+        server: Option<String>,
+        tool: Option<String>,
+        reason: String,
+    ) -> R<SuspensionView> {
+        let (s, a) = who(ctx)?;
+        s.suspend(a, &tenant, user_email.as_deref(), server.as_deref(), tool.as_deref(), &reason).await.map_err(gql)
+    }
+    /// Lifts a suspension.
+    async fn lift_suspension(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.lift_suspension(a, &tenant, &id).await.map_err(gql)
     }
     /// Binds a user to a role.
     async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {

@@ -21,9 +21,11 @@ use crate::bundles::Bundles;
 use crate::{auth, now_ms, upstream};
 
 mod classification;
+mod kill;
 mod policy;
 
 pub(crate) use classification::{classification_view, compiled_rule};
+pub(crate) use kill::kill_list;
 pub(crate) use policy::rule_view;
 
 /// Result of a service call.

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use gatehouse_bundle::policy::{AuthFailure, Principal, VirtualServerRoute};
-use gatehouse_bundle::{Decision, TenantPolicy};
+use gatehouse_bundle::{Decision, DenyKind, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
 use gatehouse_core::jsonrpc::{
@@ -569,6 +569,8 @@ enum Refusal {
     Route(RouteError),
     Origin(String),
     Unauthenticated(String),
+    /// The kill switch: a tenant admin suspended the user.
+    Suspended(String),
 }
 
 impl Refusal {
@@ -576,6 +578,7 @@ impl Refusal {
         match self {
             Refusal::Route(refusal) => refusal.response(tenant, vs),
             Refusal::Origin(why) => error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why.clone()),
+            Refusal::Suspended(why) => error(StatusCode::FORBIDDEN, ErrorCode::Suspended, why.clone()),
             Refusal::Unauthenticated(why) => {
                 let mut response = error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, why.clone());
                 let metadata = format!(
@@ -609,18 +612,25 @@ fn admit(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut
         return Err(Refusal::Origin(why));
     }
     let authenticated = match bearer(headers) {
-        Bearer::Missing => Err(
+        Bearer::Missing => Err(Refusal::Unauthenticated(
             "this endpoint needs an access token: send 'Authorization: Bearer <token>'; MCP clients find where to get \
              one through the resource_metadata link in the WWW-Authenticate header"
                 .to_owned(),
-        ),
-        Bearer::OtherScheme => Err("the Authorization header must have the form 'Bearer <token>'".to_owned()),
+        )),
+        Bearer::OtherScheme => {
+            Err(Refusal::Unauthenticated("the Authorization header must have the form 'Bearer <token>'".to_owned()))
+        }
         Bearer::Token(token) => policy.authenticate(token, now_ms()).map_err(|failure| match failure {
-            AuthFailure::Unknown => {
+            AuthFailure::Unknown => Refusal::Unauthenticated(
                 "the bearer token is not valid for this tenant; sign in again or ask a tenant admin for a new token"
-                    .to_owned()
+                    .to_owned(),
+            ),
+            AuthFailure::Expired => {
+                Refusal::Unauthenticated("the bearer token has expired; sign in again or create a new token".to_owned())
             }
-            AuthFailure::Expired => "the bearer token has expired; sign in again or create a new token".to_owned(),
+            AuthFailure::Suspended(reason) => {
+                Refusal::Suspended(format!("your access is suspended by a tenant admin: {reason}"))
+            }
         }),
     };
     match authenticated {
@@ -628,9 +638,11 @@ fn admit(gw: &Gateway, tenant: &str, vs: &str, headers: &HeaderMap, record: &mut
             record.principal(&principal);
             Ok(Admitted { policy, route, principal })
         }
-        Err(why) => {
-            record.outcome(Outcome::Denied, why.clone());
-            Err(Refusal::Unauthenticated(why))
+        Err(refusal) => {
+            if let Refusal::Unauthenticated(why) | Refusal::Suspended(why) = &refusal {
+                record.outcome(Outcome::Denied, why.clone());
+            }
+            Err(refusal)
         }
     }
 }
@@ -915,8 +927,10 @@ async fn tools_list(
             let monitor = route.mode == PolicyMode::Monitor;
             let visible: Vec<Value> = listed
                 .into_iter()
-                .filter(|l| {
-                    monitor || policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name).is_allow()
+                .filter(|l| match policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name) {
+                    Decision::Allow { .. } => true,
+                    // Monitor mode lists what access policy would hide, never what the kill switch hides.
+                    Decision::Deny { kind, .. } => monitor && kind != DenyKind::Suspended,
                 })
                 .map(|l| l.tool)
                 .collect();
@@ -950,7 +964,12 @@ async fn tools_call(
     let target = match resolve(gw, route, session, &name).await {
         Ok(Some(found)) => found,
         Ok(None) => {
-            let why = format!("unknown tool '{name}'; call tools/list to see the tools you may use");
+            let mut why = format!("unknown tool '{name}'; call tools/list to see the tools you may use");
+            for (server, reason) in &route.suspended {
+                why.push_str(&format!(
+                    " (server '{server}' of this virtual server is suspended by a tenant admin: {reason})"
+                ));
+            }
             return ok(invalid_params(id, &why, record));
         }
         Err(failure) => return ok(upstream_failed(id, failure, record)),
@@ -960,13 +979,18 @@ async fn tools_call(
     let arguments = params.get("arguments").and_then(Value::as_object);
     match policy.authorize_call(&principal.user_id, &target.server, &target.name, arguments) {
         Decision::Allow { rule, .. } => record.event.rule_id = Some(rule),
-        Decision::Deny { reason, rule, .. } if route.mode == PolicyMode::Monitor => {
+        // Monitor mode observes access policy; it never relaxes the kill switch.
+        Decision::Deny { reason, rule, kind } if route.mode == PolicyMode::Monitor && kind != DenyKind::Suspended => {
             record.event.rule_id = Some(rule);
             record.would_deny = Some(reason);
         }
-        Decision::Deny { reason, rule, arguments } => {
+        Decision::Deny { reason, rule, kind } => {
             record.outcome(Outcome::Denied, reason.clone());
-            let code = if arguments { ErrorCode::ArgumentsNotAllowed } else { ErrorCode::ToolNotGranted };
+            let code = match kind {
+                DenyKind::NotGranted => ErrorCode::ToolNotGranted,
+                DenyKind::Arguments => ErrorCode::ArgumentsNotAllowed,
+                DenyKind::Suspended => ErrorCode::Suspended,
+            };
             let body = json!({
                 "jsonrpc": "2.0",
                 "id": id,

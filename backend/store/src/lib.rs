@@ -290,6 +290,50 @@ impl Store {
         Ok(r == 1)
     }
 
+    // ---------------------------------------------------------------- kill switch
+
+    /// Stores a suspension; a second suspension of the same target is a conflict.
+    pub async fn insert_suspension(&self, r: &Suspension) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO suspensions (tenant_id, id, kind, target_id, tool, reason, created_by, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.id)
+        .bind(&r.kind)
+        .bind(&r.target_id)
+        .bind(&r.tool)
+        .bind(&r.reason)
+        .bind(&r.created_by)
+        .bind(r.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Lifts a suspension of a tenant; returns whether there was one.
+    pub async fn delete_suspension(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM suspensions WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// A tenant's suspensions, oldest first.
+    pub async fn list_suspensions(&self, tenant_id: &str) -> Result<Vec<Suspension>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, kind, target_id, tool, reason, created_by, created_at_ms FROM suspensions \
+             WHERE tenant_id = $1 ORDER BY created_at_ms, id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
     // ---------------------------------------------------------------- data classification
 
     /// Stores a data-classification rule.

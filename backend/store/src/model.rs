@@ -138,6 +138,27 @@ pub struct ClassificationRuleRow {
     pub created_at_ms: i64,
 }
 
+/// A suspension (kill switch): a user, a server, or one tool of a server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Suspension {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// `user`, `server` or `tool`.
+    pub kind: String,
+    /// The user id (kind `user`) or the server id (kinds `server` and `tool`).
+    pub target_id: String,
+    /// The tool name (kind `tool`), else empty.
+    pub tool: String,
+    /// Why, shown to the people it stops.
+    pub reason: String,
+    /// E-mail of who pulled the switch.
+    pub created_by: String,
+    /// When.
+    pub created_at_ms: i64,
+}
+
 /// A user bound to a role.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Binding {

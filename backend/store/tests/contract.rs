@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
     AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN,
-    ROLE_TENANT_ADMIN, Role, Server, SessionKeyRow, Store, StoreError, Tenant, User, VirtualServer,
+    ROLE_TENANT_ADMIN, Role, Server, SessionKeyRow, Store, StoreError, Suspension, Tenant, User, VirtualServer,
     VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
@@ -72,6 +72,7 @@ contract_tests! {
     roles_grants_bindings => sqlite_roles_grants_bindings, postgres_roles_grants_bindings;
     access_rules_and_policy_mode => sqlite_access_rules_and_policy_mode, postgres_access_rules_and_policy_mode;
     classification_rules_and_labels => sqlite_classification_rules_and_labels, postgres_classification_rules_and_labels;
+    suspensions => sqlite_suspensions, postgres_suspensions;
     virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
@@ -552,6 +553,36 @@ async fn classification_rules_and_labels(s: &Store) {
     assert!(s.set_server_labels(&a.id, &srv.id, r#"["PCI","eu"]"#).await.unwrap());
     assert!(!s.set_server_labels(&b.id, &srv.id, r#"["x"]"#).await.unwrap(), "b cannot label a's server");
     assert_eq!(s.server_by_slug(&a.id, "crm").await.unwrap().unwrap().labels_json, r#"["PCI","eu"]"#);
+}
+
+async fn suspensions(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let sus = |t: &Tenant, kind: &str, target: &str, tool: &str, at: i64| Suspension {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        kind: kind.to_owned(),
+        target_id: target.to_owned(),
+        tool: tool.to_owned(),
+        reason: format!("{kind} incident"),
+        created_by: "sec@example.com".to_owned(),
+        created_at_ms: at,
+    };
+    let user = sus(&a, "user", "u-1", "", 1);
+    let tool = sus(&a, "tool", "s-1", "delete_repo", 2);
+    s.insert_suspension(&tool).await.unwrap();
+    s.insert_suspension(&user).await.unwrap();
+    assert_eq!(s.list_suspensions(&a.id).await.unwrap(), vec![user.clone(), tool.clone()], "oldest first");
+    assert!(s.list_suspensions(&b.id).await.unwrap().is_empty());
+    assert_conflict(s.insert_suspension(&sus(&a, "user", "u-1", "", 3)).await, "the same user twice");
+    s.insert_suspension(&sus(&a, "tool", "s-1", "other_tool", 4)).await.expect("another tool of the server");
+    s.insert_suspension(&sus(&b, "user", "u-1", "", 5)).await.expect("the same ids in another tenant");
+    assert!(s.insert_suspension(&sus(&a, "group", "g", "", 6)).await.is_err(), "only user, server, tool");
+    assert!(!s.delete_suspension(&b.id, &user.id).await.unwrap(), "b cannot lift a's suspension");
+    assert!(s.delete_suspension(&a.id, &user.id).await.unwrap());
+    assert_eq!(s.list_suspensions(&a.id).await.unwrap().len(), 2);
 }
 
 // ==================================================================== 5. virtual servers

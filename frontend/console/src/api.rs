@@ -15,7 +15,7 @@ use gatehouse_core::classification::ClassificationRuleView;
 use gatehouse_core::rules::RuleView;
 use gatehouse_core::views::{
     AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
-    TenantView, TokenView, UserView, VirtualServerView,
+    SuspensionView, TenantView, TokenView, UserView, VirtualServerView,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -186,6 +186,37 @@ pub async fn set_server_labels(
     let (s, actor) = ssr::signed_in().await?;
     let labels: Vec<String> = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     ssr::answer(s.set_server_labels(&actor, &tenant, &server, &labels).await)
+}
+
+// ------------------------------------------------------------------ kill switch
+
+/// A tenant's suspensions.
+#[server(prefix = "/api/console", endpoint = "suspensions")]
+pub async fn list_suspensions(tenant: String) -> ApiResult<Vec<SuspensionView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_suspensions(&actor, &tenant).await)
+}
+
+/// Suspends a user (e-mail), a server, or one tool of a server.
+#[server(prefix = "/api/console", endpoint = "suspend")]
+pub async fn suspend_target(
+    tenant: String,
+    #[server(default)] user_email: String,
+    #[server(default)] server: String,
+    #[server(default)] tool: String,
+    reason: String,
+) -> ApiResult<SuspensionView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let some = |v: &str| Some(v.to_owned()).filter(|v| !v.trim().is_empty());
+    let (user, server, tool) = (some(&user_email), some(&server), some(&tool));
+    ssr::answer(s.suspend(&actor, &tenant, user.as_deref(), server.as_deref(), tool.as_deref(), &reason).await)
+}
+
+/// Lifts a suspension; answers its id.
+#[server(prefix = "/api/console", endpoint = "lift_suspension")]
+pub async fn lift_suspension(tenant: String, id: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.lift_suspension(&actor, &tenant, &id).await.map(|_| id))
 }
 
 // ------------------------------------------------------------------ data classification

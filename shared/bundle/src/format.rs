@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 ///
 /// 2 added [`Content::session_keys`] (issue 3). A worker of schema 1 would parse such content without
 /// the keys and then find that its revision does not match, so the number says it plainly instead.
-/// 3 added [`Role::rules`], [`VirtualServer::mode`], [`Server::labels`] and
-/// [`Content::classification`] (issue 4).
+/// 3 added [`Role::rules`], [`VirtualServer::mode`], [`Server::labels`],
+/// [`Content::classification`] and [`Content::kill`] (issue 4).
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle: manifest plus content. This is what gets signed.
@@ -72,6 +72,39 @@ pub struct Content {
     /// Data-classification rules, sorted by id, each naming the server slugs it applies to (labels
     /// already resolved; an empty list means every server).
     pub classification: Vec<ClassificationRule>,
+    /// The kill switch: suspended users, servers and tools.
+    pub kill: KillList,
+}
+
+/// What a tenant admin has suspended. Enforced before any grant or rule, in every policy mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillList {
+    /// Suspended users, by user id, sorted.
+    pub users: Vec<Killed>,
+    /// Suspended servers, by slug, sorted.
+    pub servers: Vec<Killed>,
+    /// Suspended tools, sorted by server then tool.
+    pub tools: Vec<KilledTool>,
+}
+
+/// A suspended user (id) or server (slug), with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Killed {
+    /// User id or server slug.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A suspended tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilledTool {
+    /// Server slug.
+    pub server: String,
+    /// Tool name as the upstream names it.
+    pub tool: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// A session sealing key (XChaCha20-Poly1305, 256 bits).
@@ -208,6 +241,9 @@ impl Content {
             s.labels.dedup();
         }
         self.classification.sort_by(|a, b| a.id.cmp(&b.id));
+        self.kill.users.sort_by(|a, b| a.id.cmp(&b.id));
+        self.kill.servers.sort_by(|a, b| a.id.cmp(&b.id));
+        self.kill.tools.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
         for c in &mut self.classification {
             c.servers.sort();
             c.servers.dedup();
@@ -248,6 +284,7 @@ mod tests {
             }],
             session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
             classification: vec![],
+            kill: KillList::default(),
         }
     }
 

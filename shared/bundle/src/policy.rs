@@ -47,8 +47,10 @@ type UserGrants = HashMap<String, ServerGrants>;
 pub struct VirtualServerRoute {
     /// Slug.
     pub slug: String,
-    /// Upstreams: (server slug, URL), in configured order.
+    /// Upstreams: (server slug, URL), in configured order; suspended servers are left out.
     pub upstreams: Vec<(String, String)>,
+    /// Upstreams left out because they are suspended: (server slug, reason).
+    pub suspended: Vec<(String, String)>,
     /// Whether refusals are enforced or only audited.
     pub mode: PolicyMode,
 }
@@ -80,9 +82,20 @@ pub enum Decision {
         reason: String,
         /// The rule that decided ([`DEFAULT_DENY`] when nothing granted it).
         rule: String,
-        /// Refused for its arguments: a rule allows the tool, but not with these.
-        arguments: bool,
+        /// What kind of refusal it is.
+        kind: DenyKind,
     },
+}
+
+/// What kind of refusal a [`Decision::Deny`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// Nothing grants the tool, or a deny rule refuses it.
+    NotGranted,
+    /// A rule allows the tool, but not with these arguments.
+    Arguments,
+    /// The kill switch: the tool or its server is suspended. Never relaxed by monitor mode.
+    Suspended,
 }
 
 impl Decision {
@@ -100,12 +113,14 @@ impl Decision {
 }
 
 /// Why authentication failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {
     /// No such token.
     Unknown,
     /// The token has expired.
     Expired,
+    /// A tenant admin suspended the user (the reason).
+    Suspended(String),
 }
 
 /// One tenant's policy, ready for the request path.
@@ -122,6 +137,10 @@ pub struct TenantPolicy {
     session_keys: Vec<SessionKeyMaterial>,
     /// The tenant's data-classification rules, compiled.
     classifier: Classifier,
+    /// Suspended users (id → reason), servers (slug → reason) and tools ((server, tool) → reason).
+    killed_users: HashMap<String, String>,
+    killed_servers: HashMap<String, String>,
+    killed_tools: HashMap<String, HashMap<String, String>>,
 }
 
 /// A bundle the worker cannot turn into a policy (the compiler never makes one): it is refused and
@@ -209,22 +228,45 @@ impl TenantPolicy {
         let tokens =
             c.tokens.iter().map(|t| (t.sha256.clone(), (t.id.clone(), t.user_id.clone(), t.expires_at_ms))).collect();
         let urls: HashMap<&str, &str> = c.servers.iter().map(|s| (s.slug.as_str(), s.url.as_str())).collect();
+        let killed_users: HashMap<String, String> =
+            c.kill.users.iter().map(|k| (k.id.clone(), k.reason.clone())).collect();
+        let killed_servers: HashMap<String, String> =
+            c.kill.servers.iter().map(|k| (k.id.clone(), k.reason.clone())).collect();
+        let mut killed_tools: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for k in &c.kill.tools {
+            killed_tools.entry(k.server.clone()).or_default().insert(k.tool.clone(), k.reason.clone());
+        }
         let virtual_servers = c
             .virtual_servers
             .iter()
             .map(|vs| {
-                let upstreams = vs
-                    .upstreams
-                    .iter()
+                let (suspended, live): (Vec<&String>, Vec<&String>) =
+                    vs.upstreams.iter().partition(|s| killed_servers.contains_key(s.as_str()));
+                let upstreams = live
+                    .into_iter()
                     .filter_map(|s| urls.get(s.as_str()).map(|u| (s.clone(), (*u).to_owned())))
                     .collect();
-                (vs.slug.clone(), Arc::new(VirtualServerRoute { slug: vs.slug.clone(), upstreams, mode: vs.mode }))
+                let suspended =
+                    suspended.into_iter().map(|s| (s.clone(), killed_servers[s.as_str()].clone())).collect();
+                let route = VirtualServerRoute { slug: vs.slug.clone(), upstreams, suspended, mode: vs.mode };
+                (vs.slug.clone(), Arc::new(route))
             })
             .collect();
         let session_keys = decode_session_keys(&c.session_keys);
         let classifier = Classifier::new(&c.classification)
             .map_err(|e| PolicyError(format!("data-classification rule {}: {}: {}", e.rule_id, e.field, e.message)))?;
-        Ok(Self { manifest: bundle.manifest.clone(), tokens, users, rules, virtual_servers, session_keys, classifier })
+        Ok(Self {
+            manifest: bundle.manifest.clone(),
+            tokens,
+            users,
+            rules,
+            virtual_servers,
+            session_keys,
+            classifier,
+            killed_users,
+            killed_servers,
+            killed_tools,
+        })
     }
 
     /// The tenant's data-classification rules, ready to scan.
@@ -245,6 +287,9 @@ impl TenantPolicy {
             return Err(AuthFailure::Expired);
         }
         let (email, _) = self.users.get(user_id).ok_or(AuthFailure::Unknown)?;
+        if let Some(reason) = self.killed_users.get(user_id) {
+            return Err(AuthFailure::Suspended(reason.clone()));
+        }
         Ok(Principal { user_id: user_id.clone(), email: email.clone(), token_id: token_id.clone() })
     }
 
@@ -280,11 +325,32 @@ impl TenantPolicy {
     }
 
     fn decide(&self, user_id: &str, server: &str, tool: &str, call: Option<Option<&Map<String, Value>>>) -> Decision {
+        if let Some(reason) = self.killed_servers.get(server) {
+            return Decision::Deny {
+                reason: format!("server '{server}' is suspended by a tenant admin: {reason}"),
+                rule: format!("kill:server:{server}"),
+                kind: DenyKind::Suspended,
+            };
+        }
+        if let Some(reason) = self.killed_tools.get(server).and_then(|tools| tools.get(tool)) {
+            return Decision::Deny {
+                reason: format!("tool '{tool}' of server '{server}' is suspended by a tenant admin: {reason}"),
+                rule: format!("kill:tool:{server}:{tool}"),
+                kind: DenyKind::Suspended,
+            };
+        }
+        if let Some(reason) = self.killed_users.get(user_id) {
+            return Decision::Deny {
+                reason: format!("your access is suspended by a tenant admin: {reason}"),
+                rule: "kill:user".into(),
+                kind: DenyKind::Suspended,
+            };
+        }
         let Some((_, grants)) = self.users.get(user_id) else {
             return Decision::Deny {
                 reason: "user is not known to this tenant's policy".into(),
                 rule: DEFAULT_DENY.into(),
-                arguments: false,
+                kind: DenyKind::NotGranted,
             };
         };
         let not_granted = || Decision::Deny {
@@ -292,7 +358,7 @@ impl TenantPolicy {
                 "tool '{tool}' of server '{server}' is not granted to you by any of your access roles; ask a tenant admin to grant it"
             ),
             rule: DEFAULT_DENY.into(),
-            arguments: false,
+            kind: DenyKind::NotGranted,
         };
         let Some(g) = grants.get(server) else { return not_granted() };
         if let Some(rule) = g.deny.iter().find(|r| r.selects(tool)) {
@@ -303,7 +369,7 @@ impl TenantPolicy {
                     rule.id, rule.role
                 ),
                 rule: rule.id.clone(),
-                arguments: false,
+                kind: DenyKind::NotGranted,
             };
         }
         if let Some((role, rule)) = g.tools.get(tool).or(g.all.as_ref()) {
@@ -332,7 +398,7 @@ impl TenantPolicy {
                             r.id, r.role
                         ),
                         rule: r.id.clone(),
-                        arguments: true,
+                        kind: DenyKind::Arguments,
                     });
                 }
             }
@@ -401,6 +467,7 @@ mod tests {
                 SessionKey { id: "c-short".into(), key_b64: "AAAA".into(), created_at_ms: 3 },
             ],
             classification: vec![],
+            kill: KillList::default(),
         };
         Bundle {
             manifest: Manifest {
@@ -437,7 +504,7 @@ mod tests {
             }
         );
         assert!(
-            matches!(p.authorize_tool("u1", "everything", "get-sum"), Decision::Deny { reason, rule, arguments: false } if reason.contains("get-sum") && rule == DEFAULT_DENY)
+            matches!(p.authorize_tool("u1", "everything", "get-sum"), Decision::Deny { reason, rule, kind: DenyKind::NotGranted } if reason.contains("get-sum") && rule == DEFAULT_DENY)
         );
         assert_eq!(p.authorize_tool("u2", "everything", "get-sum").rule(), "grant:admin:everything:*");
         assert!(matches!(p.authorize_tool("u2", "other", "echo"), Decision::Deny { .. }));
@@ -532,7 +599,7 @@ mod tests {
                 reason: "tool 'get-env' of server 'everything' is denied by rule r-deny of access role 'analyst': leaks secrets"
                     .into(),
                 rule: "r-deny".into(),
-                arguments: false,
+                kind: DenyKind::NotGranted,
             }
         );
         assert_eq!(p.authorize_tool("u1", "everything", "get-env").rule(), "r-deny");
@@ -567,12 +634,43 @@ mod tests {
                 reason: "tool 'write' of server 'fs': parameter 'path' must be a path inside /tmp (rule r-tmp of access role 'analyst')"
                     .into(),
                 rule: "r-tmp".into(),
-                arguments: true,
+                kind: DenyKind::Arguments,
             }
         );
         assert_eq!(p.authorize_call("u1", "fs", "write", None).rule(), "r-tmp");
         assert!(!p.authorize_call("u1", "fs", "write", None).is_allow());
         // A user without the roles gets the plain refusal.
         assert_eq!(p.authorize_call("u3", "fs", "write", Some(&args(json!({"path": "/tmp/a"})))).rule(), DEFAULT_DENY);
+    }
+
+    #[test]
+    fn the_kill_switch_wins_over_every_grant() {
+        let mut b = bundle();
+        b.content.servers.push(Server { slug: "other".into(), url: "http://127.0.0.1:8/mcp".into(), labels: vec![] });
+        b.content.virtual_servers[0].upstreams.push("other".into());
+        b.content.kill = KillList {
+            users: vec![Killed { id: "u1".into(), reason: "laptop stolen".into() }],
+            servers: vec![Killed { id: "other".into(), reason: "CVE-2026-1234".into() }],
+            tools: vec![KilledTool { server: "everything".into(), tool: "get-sum".into(), reason: "bad math".into() }],
+        };
+        let p = TenantPolicy::build(&b).unwrap();
+        assert_eq!(p.authenticate("tok-1", 5), Err(AuthFailure::Suspended("laptop stolen".into())));
+        // u2 is admin (every tool of everything), yet the suspended tool is refused.
+        let d = p.authorize_call("u2", "everything", "get-sum", None);
+        assert_eq!(
+            d,
+            Decision::Deny {
+                reason: "tool 'get-sum' of server 'everything' is suspended by a tenant admin: bad math".into(),
+                rule: "kill:tool:everything:get-sum".into(),
+                kind: DenyKind::Suspended,
+            }
+        );
+        assert!(p.authorize_tool("u2", "everything", "echo").is_allow(), "other tools stay");
+        assert_eq!(p.authorize_tool("u2", "other", "x").rule(), "kill:server:other");
+        // A suspended server is not routed at all; the route says why.
+        let vs = p.virtual_server("dev").unwrap();
+        assert_eq!(vs.upstreams.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["everything"]);
+        assert_eq!(vs.suspended, vec![("other".to_owned(), "CVE-2026-1234".to_owned())]);
+        assert_eq!(p.authorize_tool("u1", "everything", "echo").rule(), "kill:user");
     }
 }

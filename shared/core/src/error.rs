@@ -34,6 +34,8 @@ pub enum ErrorCode {
     ArgumentsNotAllowed,
     /// A data-classification rule blocked the arguments or the response.
     DataBlocked,
+    /// A tenant admin suspended this user, server or tool (the kill switch).
+    Suspended,
     /// A bundle failed signature or integrity checks.
     BundleRejected,
     /// Something went wrong on our side; the message carries a reference, never internals.
@@ -42,7 +44,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order (used by the docs drift test).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidInput,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::ToolNotGranted,
         ErrorCode::ArgumentsNotAllowed,
         ErrorCode::DataBlocked,
+        ErrorCode::Suspended,
         ErrorCode::BundleRejected,
         ErrorCode::Internal,
     ];
@@ -74,6 +77,7 @@ impl ErrorCode {
             ErrorCode::ToolNotGranted => "TOOL_NOT_GRANTED",
             ErrorCode::ArgumentsNotAllowed => "ARGUMENTS_NOT_ALLOWED",
             ErrorCode::DataBlocked => "DATA_BLOCKED",
+            ErrorCode::Suspended => "SUSPENDED",
             ErrorCode::BundleRejected => "BUNDLE_REJECTED",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::ToolNotGranted => 403,
             ErrorCode::ArgumentsNotAllowed => 403,
             ErrorCode::DataBlocked => 403,
+            ErrorCode::Suspended => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::BundleRejected => 422,

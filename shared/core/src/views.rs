@@ -238,3 +238,26 @@ pub struct AccessExplanationView {
     /// Every tool of the virtual server's upstreams (as last fetched), in upstream order.
     pub tools: Vec<ToolAccessView>,
 }
+
+/// A suspension (kill switch): a user, a server, or one tool of a server, stopped on every gateway
+/// worker with the next bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct SuspensionView {
+    /// Id (to lift it).
+    pub id: String,
+    /// `user`, `server` or `tool`.
+    pub kind: String,
+    /// The suspended user's e-mail (kind `user`).
+    pub user: Option<String>,
+    /// The server's slug (kinds `server` and `tool`).
+    pub server: Option<String>,
+    /// The tool's name (kind `tool`).
+    pub tool: Option<String>,
+    /// Why; shown to the people it stops.
+    pub reason: String,
+    /// Who pulled the switch.
+    pub created_by: String,
+    /// When.
+    pub created_at_ms: i64,
+}

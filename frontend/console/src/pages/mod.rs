@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod data_rules;
 pub mod home;
+pub mod kill_switch;
 pub mod login;
 pub mod roles;
 pub mod rules;

@@ -10,6 +10,7 @@ use leptos_router::hooks::use_params_map;
 use crate::ConsoleError;
 use crate::api::tenant_overview;
 use crate::components::{ErrorNote, fmt_time};
+use crate::pages::kill_switch::KillSwitchCard;
 
 /// What the pages of one tenant share.
 #[derive(Clone, Copy)]
@@ -157,5 +158,6 @@ pub fn TenantOverview() -> impl IntoView {
                 </li>
             </ol>
         </section>
+        <KillSwitchCard />
     }
 }
