@@ -1,10 +1,14 @@
 //! `gatehouse`: the one binary. `serve` runs everything in one process on the embedded default;
-//! `control` and `gateway` run the two halves for real deployments.
+//! `control` and `gateway` run the two halves for real deployments; `export` and `apply` keep a
+//! tenant's policy in a file (policy as code, over the GraphQL API).
 
+mod apply;
 mod config;
+mod policy_file;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,29 +41,55 @@ enum Command {
     Gateway,
     /// Prints the platform's public signing key (what `gateway --trusted-key` needs).
     PublicKey,
+    /// Prints a tenant's access policy (roles, grants, rules, members, virtual servers) as YAML.
+    Export(apply::ExportArgs),
+    /// Makes a tenant's access policy what a YAML file says, printing the diff (--dry-run: only the diff).
+    Apply(apply::ApplyArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into()),
-        )
-        .init();
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    config::warn_unknown_env(std::env::vars());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_sessions=warn".into());
+    // The API token's variable is read by `export`/`apply`, not a setting: not a typo to warn about.
+    let token_env = match &cli.command {
+        Command::Export(a) => Some(a.connection.token_env.clone()),
+        Command::Apply(a) => Some(a.connection.token_env.clone()),
+        _ => None,
+    };
+    if token_env.is_some() {
+        // `export` prints YAML on standard output: logs go to standard error.
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    config::warn_unknown_env(std::env::vars().filter(|(k, _)| Some(k) != token_env.as_ref()));
+    let command = match cli.command {
+        Command::Export(args) => return Ok(client_exit(apply::export(args).await)),
+        Command::Apply(args) => return Ok(client_exit(apply::apply(args).await)),
+        other => other,
+    };
     let settings = Settings::load(cli.settings)?;
-    match cli.command {
-        Command::Serve => serve(settings).await,
-        Command::Control => control(settings).await,
-        Command::Gateway => gateway(settings).await,
+    match command {
+        Command::Serve => serve(settings).await?,
+        Command::Control => control(settings).await?,
+        Command::Gateway => gateway(settings).await?,
         Command::PublicKey => {
             std::fs::create_dir_all(&settings.data_dir)?;
             println!("{}", load_or_create_key(&settings.data_dir)?.public_base64());
-            Ok(())
         }
+        Command::Export(_) | Command::Apply(_) => unreachable!("handled above"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A client command's mistakes (no token, an unreadable file) are one line, not a backtrace.
+fn client_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("gatehouse: error: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Loads the platform signing key from the data dir, creating it (mode 0600) on first start.
