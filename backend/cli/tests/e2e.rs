@@ -15,19 +15,6 @@ mod common;
 
 use common::*;
 
-async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
-    )
-    .await
-    .expect("the Python MCP client hung")
-    .unwrap();
-    assert!(out.status.success(), "Python MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn tool_names(result: &Value) -> Vec<String> {
     let mut names: Vec<String> =
         result["tools"].as_array().expect("a tools list").iter().map(|t| t.as_str().unwrap().to_owned()).collect();

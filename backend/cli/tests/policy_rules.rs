@@ -5,7 +5,6 @@
 //! name the rule, "explain" gives the same words, monitor mode lets the call through and audits it
 //! as `would_deny`, and another tenant's admin cannot touch any of it.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,19 +12,6 @@ use serde_json::{Value, json};
 mod common;
 
 use common::*;
-
-async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
-    )
-    .await
-    .expect("the Python MCP client hung")
-    .unwrap();
-    assert!(out.status.success(), "Python MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 const ADD_RULE: &str = "mutation($t: String!, $r: String!, $rule: RuleInput!) { addRule(tenant: $t, role: $r, rule: $rule) { id effect tools params { param pattern maxLength } } }";
 
@@ -250,11 +236,7 @@ async fn rules_are_validated_enforced_explained_and_monitored() {
     assert_eq!(would["reason"], env["message"], "the audit says what enforcement would have answered");
 
     // --- Another tenant's admin cannot read, add or delete acme's rules.
-    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
-    admin
-        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
-        .await;
-    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let other = globex_admin(&admin, &gh.control).await;
     let (code, _) = other.err(r#"{ roles(tenant: "acme") { slug } }"#, json!({})).await;
     assert_eq!(code, "NOT_FOUND");
     let (code, _) = other.err(ADD_RULE, add(json!({ "server": "everything", "effect": "ALLOW", "tools": "*" }))).await;
@@ -292,35 +274,7 @@ async fn data_classification_rules_reach_the_gateway_by_server_label() {
     let (_everything, upstream_url) = start_everything();
     let gh = start_gatehouse();
     let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
-    admin
-        .ok(
-            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug } }",
-            json!({ "url": upstream_url }),
-        )
-        .await;
-    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "analyst") { slug } }"#, json!({})).await;
-    admin.ok(r#"mutation { setRoleGrants(tenant: "acme", role: "analyst", grants: [{server: "everything", tool: "echo"}]) { slug } }"#, json!({})).await;
-    admin
-        .ok(
-            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
-            json!({}),
-        )
-        .await;
-    admin
-        .ok(r#"mutation { bindRole(tenant: "acme", role: "analyst", email: "alice@acme.test") { slug } }"#, json!({}))
-        .await;
-    let vs = admin
-        .ok(r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint } }"#, json!({}))
-        .await;
-    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
-    let token = admin
-        .ok(
-            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
-            json!({}),
-        )
-        .await;
-    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
+    let (endpoint, secret) = acme_with_alice(&admin, &upstream_url, "analyst", &["echo"]).await;
 
     // Invalid rules and labels are refused naming the field.
     let refusals = [
@@ -399,11 +353,7 @@ async fn data_classification_rules_reach_the_gateway_by_server_label() {
     assert!(!with_findings.to_string().contains("bob@example.com"), "the audit holds no data");
 
     // Another tenant's admin sees none of it.
-    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
-    admin
-        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
-        .await;
-    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let other = globex_admin(&admin, &gh.control).await;
     let (code, _) = other.err(r#"{ classificationRules(tenant: "acme") { id } }"#, json!({})).await;
     assert_eq!(code, "NOT_FOUND");
     let (code, _) = other
@@ -435,39 +385,11 @@ async fn the_kill_switch_stops_a_tool_a_user_and_a_server_even_in_monitor_mode()
     let (_everything, upstream_url) = start_everything();
     let gh = start_gatehouse();
     let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
-    admin
-        .ok(
-            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug } }",
-            json!({ "url": upstream_url }),
-        )
-        .await;
-    admin.ok(r#"mutation { createRole(tenant: "acme", slug: "all") { slug } }"#, json!({})).await;
-    admin.ok(r#"mutation { setRoleGrants(tenant: "acme", role: "all", grants: [{server: "everything", tool: "*"}]) { slug } }"#, json!({})).await;
-    admin
-        .ok(
-            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
-            json!({}),
-        )
-        .await;
-    admin
-        .ok(r#"mutation { bindRole(tenant: "acme", role: "all", email: "alice@acme.test") { slug } }"#, json!({}))
-        .await;
-    let vs = admin
-        .ok(r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint } }"#, json!({}))
-        .await;
-    let endpoint = vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned();
+    let (endpoint, secret) = acme_with_alice(&admin, &upstream_url, "all", &["*"]).await;
     // Monitor mode relaxes access policy, never the kill switch.
     admin
         .ok(r#"mutation { setPolicyMode(tenant: "acme", virtualServer: "dev", mode: MONITOR) { mode } }"#, json!({}))
         .await;
-    let token = admin
-        .ok(
-            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
-            json!({}),
-        )
-        .await;
-    let secret = token["createToken"]["secret"].as_str().unwrap().to_owned();
     let first = mcp_client(&endpoint, &secret, json!([["list_until", "echo", 15]])).await;
     assert!(first["results"][0]["tools"].as_array().unwrap().contains(&json!("echo")), "{first}");
 
@@ -524,11 +446,7 @@ async fn the_kill_switch_stops_a_tool_a_user_and_a_server_even_in_monitor_mode()
     assert_eq!(denied["outcome"], "denied");
 
     // Another tenant's admin cannot see or lift it.
-    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
-    admin
-        .ok(r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#, json!({}))
-        .await;
-    let other = Gql::sign_in(&gh.control, "root@globex.test", "globex-password-1").await;
+    let other = globex_admin(&admin, &gh.control).await;
     let (code, _) = other.err(r#"{ suspensions(tenant: "acme") { id } }"#, json!({})).await;
     assert_eq!(code, "NOT_FOUND");
     let lift = "mutation($t: String!, $id: String!) { liftSuspension(tenant: $t, id: $id) }";

@@ -200,3 +200,80 @@ impl Gql {
         (e["extensions"]["code"].as_str().unwrap_or_default().to_owned(), e["message"].as_str().unwrap().to_owned())
     }
 }
+
+/// Runs the official Python MCP SDK client (`tests/peers/mcp_client.py`) against `url` with `token`
+/// and the given steps; returns what it printed (see the script for the format).
+pub async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
+    )
+    .await
+    .expect("the Python MCP client hung")
+    .unwrap();
+    assert!(out.status.success(), "Python MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Tenant `acme` with server `everything` at `upstream_url`, an access role `role` granting
+/// `grants` (tool names of everything, `*` for all), user alice@acme.test bound to it, virtual
+/// server `dev` over everything, and an API token of alice's. Returns (MCP endpoint, token secret).
+pub async fn acme_with_alice(admin: &Gql, upstream_url: &str, role: &str, grants: &[&str]) -> (String, String) {
+    admin.ok(r#"mutation { createTenant(slug: "acme", name: "Acme") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            "mutation($url: String!) { registerServer(tenant: \"acme\", slug: \"everything\", name: \"Everything\", url: $url) { slug } }",
+            json!({ "url": upstream_url }),
+        )
+        .await;
+    let grants: Vec<Value> = grants.iter().map(|t| json!({ "server": "everything", "tool": t })).collect();
+    admin.ok("mutation($r: String!) { createRole(tenant: \"acme\", slug: $r) { slug } }", json!({ "r": role })).await;
+    admin
+        .ok(
+            "mutation($r: String!, $g: [GrantInput!]!) { setRoleGrants(tenant: \"acme\", role: $r, grants: $g) { slug } }",
+            json!({ "r": role, "g": grants }),
+        )
+        .await;
+    admin
+        .ok(
+            r#"mutation { createUser(tenant: "acme", email: "alice@acme.test", displayName: "Alice") { id } }"#,
+            json!({}),
+        )
+        .await;
+    admin
+        .ok(
+            "mutation($r: String!) { bindRole(tenant: \"acme\", role: $r, email: \"alice@acme.test\") { slug } }",
+            json!({ "r": role }),
+        )
+        .await;
+    let vs = admin
+        .ok(
+            r#"mutation { createVirtualServer(tenant: "acme", slug: "dev", name: "Dev", servers: ["everything"]) { endpoint } }"#,
+            json!({}),
+        )
+        .await;
+    let token = admin
+        .ok(
+            r#"mutation { createToken(tenant: "acme", userEmail: "alice@acme.test", name: "laptop") { secret } }"#,
+            json!({}),
+        )
+        .await;
+    (
+        vs["createVirtualServer"]["endpoint"].as_str().unwrap().to_owned(),
+        token["createToken"]["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Creates tenant `globex` with an admin of its own, signed in: the client that tries to cross into
+/// acme.
+pub async fn globex_admin(admin: &Gql, control: &str) -> Gql {
+    admin.ok(r#"mutation { createTenant(slug: "globex", name: "Globex") { slug } }"#, json!({})).await;
+    admin
+        .ok(
+            r#"mutation { createUser(tenant: "globex", email: "root@globex.test", displayName: "Root", consoleRole: "admin", password: "globex-password-1") { id } }"#,
+            json!({}),
+        )
+        .await;
+    Gql::sign_in(control, "root@globex.test", "globex-password-1").await
+}
