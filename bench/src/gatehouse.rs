@@ -223,10 +223,19 @@ pub async fn configure(control_url: &str, upstream_url: &str) -> anyhow::Result<
     admin
         .run(r#"mutation { createRole(tenant: "bench", slug: "caller", description: "may echo") { slug } }"#, json!({}))
         .await?;
+    // The realistic policy of issue 3: echo is allowed only through a parameter rule (the message must
+    // be printable ASCII of at most 200 characters), and a deny rule the evaluator checks first.
     admin
         .run(
-            r#"mutation($g: [GrantInput!]!) { setRoleGrants(tenant: "bench", role: "caller", grants: $g) { grants { server tool } } }"#,
-            json!({ "g": [{ "server": "echo", "tool": "echo" }] }),
+            r#"mutation($r: RuleInput!) { addRule(tenant: "bench", role: "caller", rule: $r) { id } }"#,
+            json!({ "r": { "server": "echo", "effect": "ALLOW", "tools": "echo",
+                "params": [{ "param": "message", "maxLength": 200, "pattern": "[ -~]*" }] } }),
+        )
+        .await?;
+    admin
+        .run(
+            r#"mutation($r: RuleInput!) { addRule(tenant: "bench", role: "caller", rule: $r) { id } }"#,
+            json!({ "r": { "server": "echo", "effect": "DENY", "tools": "add", "description": "not for load" } }),
         )
         .await?;
     admin
