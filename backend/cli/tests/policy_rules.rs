@@ -484,3 +484,111 @@ async fn the_kill_switch_stops_a_tool_a_user_and_a_server_even_in_monitor_mode()
         ])
     );
 }
+
+/// One MCP session over plain HTTP: initialize, initialized, then `tools/call`s; each call answers
+/// (HTTP status, Retry-After header, JSON body).
+struct RawSession {
+    http: reqwest::Client,
+    endpoint: String,
+    token: String,
+    session: String,
+}
+
+impl RawSession {
+    /// `None` while the gateway does not know the token yet (the bundle is on its way).
+    async fn open(endpoint: &str, token: &str) -> Option<RawSession> {
+        let http = reqwest::Client::new();
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+        let resp = http
+            .post(endpoint)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            return None;
+        }
+        let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let s = RawSession { http, endpoint: endpoint.to_owned(), token: token.to_owned(), session };
+        s.post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        Some(s)
+    }
+
+    async fn post(&self, body: Value) -> (u16, Option<String>, Value) {
+        let resp = self
+            .http
+            .post(&self.endpoint)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        (status, retry, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, tool: &str, arguments: Value) -> (u16, Option<String>, Value) {
+        self.post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_from_graphql_answer_429_with_retry_after() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (endpoint, secret) = acme_with_alice(&admin, &upstream_url, "analyst", &["echo", "get-sum"]).await;
+    let add = "mutation($l: RateLimitInput!) { addRateLimit(tenant: \"acme\", limit: $l) { id scope role server tool requests perSeconds } }";
+    for (limit, expected) in [
+        (json!({ "scope": "USER", "requests": 0, "perSeconds": 60 }), "requests: "),
+        (json!({ "scope": "ROLE", "requests": 5, "perSeconds": 60 }), "role: "),
+        (json!({ "scope": "ROLE", "role": "ghost", "requests": 5, "perSeconds": 60 }), "role: no role 'ghost'"),
+        (json!({ "scope": "USER", "server": "ghost", "requests": 5, "perSeconds": 60 }), "server: no server 'ghost'"),
+        (json!({ "scope": "TENANT", "requests": 5, "perSeconds": 0 }), "perSeconds: "),
+    ] {
+        let (code, message) = admin.err(add, json!({ "l": limit })).await;
+        assert_eq!(code, "INVALID_INPUT", "{limit}: {message}");
+        assert!(message.starts_with(expected), "{limit}: expected '{expected}…', got '{message}'");
+    }
+    let limit = admin
+        .ok(add, json!({ "l": { "scope": "ROLE", "role": "analyst", "server": "everything", "tool": "echo", "requests": 1, "perSeconds": 3600 } }))
+        .await;
+    let limit_id = limit["addRateLimit"]["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, retry, body) = loop {
+        // A fresh session each round: the limit counts calls of the user, whatever the session.
+        let answer = match RawSession::open(&endpoint, &secret).await {
+            Some(raw) => raw.call("echo", json!({ "message": "hi" })).await,
+            None => (401, None, Value::Null),
+        };
+        if answer.0 == 429 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = retry.expect("a Retry-After header").parse().unwrap();
+    assert!((3_000..=3_600).contains(&retry), "about an hour: {retry}");
+    assert_eq!(body["error"]["data"]["code"], "RATE_LIMITED");
+    assert_eq!(body["error"]["data"]["rule"], limit_id.as_str());
+    // Other tools are not limited.
+    let raw = RawSession::open(&endpoint, &secret).await.unwrap();
+    assert_eq!(raw.call("get-sum", json!({ "a": 1, "b": 2 })).await.0, 200);
+    let listed = admin.ok(r#"{ rateLimits(tenant: "acme") { id role server tool } }"#, json!({})).await;
+    assert_eq!(
+        listed["rateLimits"],
+        json!([{ "id": limit_id, "role": "analyst", "server": "everything", "tool": "echo" }])
+    );
+    let other = globex_admin(&admin, &gh.control).await;
+    let (code, _) = other
+        .err("mutation($id: String!) { deleteRateLimit(tenant: \"globex\", id: $id) }", json!({ "id": limit_id }))
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+}

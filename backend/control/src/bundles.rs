@@ -87,6 +87,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         classification_rules.extend(crate::services::compiled_rule(&view, &servers));
     }
     let kill = crate::services::kill_list(store, t, &servers).await?;
+    let rate_limits = crate::services::compiled_limits(store, t, &roles, &servers).await?;
     let mut content = Content {
         tenant: tenant.slug.clone(),
         users: users
@@ -146,6 +147,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             .collect(),
         classification: classification_rules,
         kill,
+        rate_limits,
     };
     content.normalize();
     Ok(content)

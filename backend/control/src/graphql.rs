@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use gatehouse_core::classification::{ClassificationRuleInput, ClassificationRuleView};
+use gatehouse_core::limits::{RateLimitInput, RateLimitView};
 use gatehouse_core::rules::{PolicyMode, RuleInput, RuleView};
 use gatehouse_core::views::*;
 use gatehouse_core::{ErrorCode, GatehouseError};
@@ -124,6 +125,11 @@ impl QueryRoot {
     ) -> R<ToolAccessView> {
         let (s, a) = who(ctx)?;
         s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref()).await.map_err(gql)
+    }
+    /// A tenant's rate limits.
+    async fn rate_limits(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<RateLimitView>> {
+        let (s, a) = who(ctx)?;
+        s.list_rate_limits(a, &tenant).await.map_err(gql)
     }
     /// A tenant's suspensions (kill switch).
     async fn suspensions(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<SuspensionView>> {
@@ -270,6 +276,17 @@ impl MutationRoot {
     async fn lift_suspension(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
         let (s, a) = who(ctx)?;
         s.lift_suspension(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Adds a rate limit on tools/call (token bucket per tenant, per holder of a role, or per
+    /// user); a refused call gets HTTP 429 with Retry-After.
+    async fn add_rate_limit(&self, ctx: &Context<'_>, tenant: String, limit: RateLimitInput) -> R<RateLimitView> {
+        let (s, a) = who(ctx)?;
+        s.add_rate_limit(a, &tenant, &limit).await.map_err(gql)
+    }
+    /// Deletes a rate limit by id.
+    async fn delete_rate_limit(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.delete_rate_limit(a, &tenant, &id).await.map_err(gql)
     }
     /// Binds a user to a role.
     async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {

@@ -22,10 +22,12 @@ use crate::{auth, now_ms, upstream};
 
 mod classification;
 mod kill;
+mod limits;
 mod policy;
 
 pub(crate) use classification::{classification_view, compiled_rule};
 pub(crate) use kill::kill_list;
+pub(crate) use limits::compiled_limits;
 pub(crate) use policy::rule_view;
 
 /// Result of a service call.

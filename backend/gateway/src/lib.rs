@@ -19,6 +19,7 @@ mod bundles;
 mod features;
 mod mcp;
 mod relay;
+mod ratelimit;
 mod routes;
 mod screen;
 mod seal;
@@ -109,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: session::SessionStore,
     pub(crate) upstreams: upstream::Upstreams,
     pub(crate) audit: audit::AuditSink,
+    /// Token buckets of the tenants' rate limits (per worker).
+    pub(crate) limiter: Arc<ratelimit::RateLimiter>,
     tasks: Tasks,
 }
 
@@ -116,6 +119,8 @@ pub(crate) struct Inner {
 struct Tasks {
     poller: AbortHandle,
     sweeper: AbortHandle,
+    /// Evicts idle rate-limit buckets.
+    limits_sweeper: AbortHandle,
     shipper: audit::ShipperHandle,
     /// Taken by the first `shutdown` so a second call is a no-op.
     shut_down: Mutex<bool>,
@@ -125,6 +130,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.tasks.poller.abort();
         self.tasks.sweeper.abort();
+        self.tasks.limits_sweeper.abort();
         self.tasks.shipper.abort();
         // The spool task ends by itself: dropping `audit` closes its channel after the queued events.
     }
@@ -165,6 +171,8 @@ impl Gateway {
         let upstreams = upstream::Upstreams::new(http, config.upstream_timeout);
         let sessions = session::SessionStore::new(upstreams.clone());
         let sweeper = tokio::spawn(session::sweep(sessions.clone()));
+        let limiter = Arc::new(ratelimit::RateLimiter::default());
+        let limits_sweeper = tokio::spawn(ratelimit::sweep(Arc::clone(&limiter)));
 
         let inner = Inner {
             config,
@@ -173,9 +181,11 @@ impl Gateway {
             sessions,
             upstreams,
             audit,
+            limiter,
             tasks: Tasks {
                 poller: poller.abort_handle(),
                 sweeper: sweeper.abort_handle(),
+                limits_sweeper: limits_sweeper.abort_handle(),
                 shipper,
                 shut_down: Mutex::new(false),
             },
@@ -218,6 +228,7 @@ impl Gateway {
         }
         self.inner.tasks.poller.abort();
         self.inner.tasks.sweeper.abort();
+        self.inner.tasks.limits_sweeper.abort();
         self.inner.audit.close().await;
         self.inner.tasks.shipper.stop(SHUTDOWN_GRACE).await;
     }

@@ -29,6 +29,7 @@ use gatehouse_core::rules::PolicyMode;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use crate::ratelimit;
 use crate::relay::{self, PostEnd};
 use crate::routes::{MAX_BODY_BYTES, check_origin, error};
 use crate::screen::{self, Screen};
@@ -1004,6 +1005,9 @@ async fn tools_call(
             return ok(body);
         }
     }
+    if let Some(refused) = rate_limit(gw, policy, route, principal, &target, &name, id, record) {
+        return refused;
+    }
     let screen = Screen::for_server(policy, &target.server);
     if let Some(screen) = &screen
         && let Err((reason, rule)) = screen.arguments(&target.name, &mut params, record)
@@ -1020,6 +1024,54 @@ async fn tools_call(
     }
     let screen = screen.map(|s| (s, name));
     forward_screened(gw, route, session, &target.server, id, "tools/call", Some(&params), record, screen).await
+}
+
+/// Checks the rate limits that count this call (after access and the kill switch, so a refused call
+/// spends no allowance). A refusal is HTTP 429 with `Retry-After` and a JSON-RPC error naming the
+/// limit; in monitor mode it is audited as `would_deny` and the call goes on.
+#[allow(clippy::too_many_arguments)] // the request's whole context
+fn rate_limit(
+    gw: &Gateway,
+    policy: &TenantPolicy,
+    route: &VirtualServerRoute,
+    principal: &Principal,
+    target: &ToolRoute,
+    name: &str,
+    id: &Id,
+    record: &mut Record,
+) -> Option<Response> {
+    let applied: Vec<ratelimit::Applied<'_>> = policy
+        .rate_limits_for(&principal.user_id, &target.server, &target.name)
+        .map(|l| ratelimit::Applied {
+            limit_id: &l.limit.id,
+            subject: ratelimit::subject(l.limit.scope, &principal.user_id),
+            quota: ratelimit::Quota::per_seconds(l.limit.requests, l.limit.per_seconds, l.limit.burst),
+        })
+        .collect();
+    if applied.is_empty() {
+        return None;
+    }
+    let refusal = gw.inner().limiter.check_all(&applied, Instant::now()).err()?;
+    let secs = refusal.retry_after_secs();
+    let reason = format!("rate limit {} reached for tool '{name}'; retry after {secs} s", refusal.limit_id);
+    record.set_rule(refusal.limit_id.to_owned());
+    if route.mode == PolicyMode::Monitor {
+        record.would_deny.get_or_insert(reason);
+        return None;
+    }
+    record.outcome(Outcome::Denied, reason.clone());
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": POLICY_DENIED,
+            "message": reason,
+            "data": { "code": ErrorCode::RateLimited.as_str(), "tool": name, "rule": refusal.limit_id, "retryAfter": secs },
+        },
+    });
+    let mut response = rpc(StatusCode::TOO_MANY_REQUESTS, body);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Some(response)
 }
 
 /// Forwards a client request to upstream `server` and relays the answer: JSON as JSON, an event

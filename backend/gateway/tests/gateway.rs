@@ -830,3 +830,70 @@ async fn data_classification_blocks_and_redacts_arguments_and_results() {
         "old rules serve"
     );
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_per_user_and_per_tenant() {
+    use gatehouse_bundle::format::RateLimit;
+    use gatehouse_core::limits::LimitScope;
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    let limit = |id: &str, scope, tool: &str, requests| RateLimit {
+        id: id.into(),
+        scope,
+        role: None,
+        user: None,
+        server: Some("alpha".into()),
+        tool: Some(tool.into()),
+        requests,
+        per_seconds: 3600,
+        burst: None,
+    };
+    let mut limited = content(&up, ANALYST);
+    // Each user may echo twice an hour; the whole tenant may search three times an hour.
+    limited.rate_limits = vec![
+        limit("echo-per-user", LimitScope::User, "echo", 2),
+        limit("search-tenant", LimitScope::Tenant, "search", 3),
+    ];
+    limited.normalize();
+    cp.publish(vec![key.sign("default", 1, 0, limited)]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    gw.revision().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+    let mut bob = gw.client("dev", Some(BOB));
+    bob.initialize().await;
+
+    for _ in 0..2 {
+        assert_eq!(text_of(&alice.call("echo", json!({})).await), "alpha/echo: {}");
+    }
+    let calls = up.alpha.calls().len();
+    let refused = alice.call("echo", json!({})).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1_700..=1_800).contains(&retry), "the next token is due in half an hour: {retry}");
+    assert_eq!(refused.body["error"]["data"]["code"], "RATE_LIMITED");
+    assert_eq!(refused.body["error"]["data"]["rule"], "echo-per-user");
+    assert_eq!(refused.body["error"]["data"]["retryAfter"], json!(retry));
+    assert_eq!(up.alpha.calls().len(), calls, "a refused call never reaches the upstream");
+    // Bob has buckets of his own for a per-user limit...
+    assert_eq!(text_of(&bob.call("echo", json!({})).await), "alpha/echo: {}");
+    // ...but shares the tenant's: three searches in all, then both are refused.
+    assert!(text_of(&alice.call("alpha__search", json!({})).await).starts_with("alpha/search"));
+    assert!(text_of(&bob.call("alpha__search", json!({})).await).starts_with("alpha/search"));
+    assert!(text_of(&bob.call("alpha__search", json!({})).await).starts_with("alpha/search"));
+    assert_eq!(alice.call("alpha__search", json!({})).await.status, 429);
+    assert_eq!(bob.call("alpha__search", json!({})).await.status, 429);
+    // Beta's search is not limited (the limits name alpha).
+    assert!(text_of(&alice.call("beta__search", json!({})).await).starts_with("beta/search"));
+
+    let events = eventually("the refusals in the audit", async || {
+        let events = cp.audit_events();
+        (events.iter().filter(|e| e.rule_id.as_deref() == Some("search-tenant")).count() >= 2).then_some(events)
+    })
+    .await;
+    let refusal = events.iter().find(|e| e.rule_id.as_deref() == Some("echo-per-user")).unwrap();
+    assert_eq!(refusal.outcome, Outcome::Denied);
+    assert!(refusal.reason.as_deref().unwrap().starts_with("rate limit echo-per-user reached for tool 'echo'"));
+}

@@ -290,6 +290,56 @@ impl Store {
         Ok(r == 1)
     }
 
+    // ---------------------------------------------------------------- rate limits
+
+    /// Stores a rate limit.
+    pub async fn insert_rate_limit(&self, r: &RateLimitRow) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO rate_limits (tenant_id, id, scope, role_id, user_id, server_id, tool, requests, per_seconds, \
+             burst, description, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.id)
+        .bind(&r.scope)
+        .bind(&r.role_id)
+        .bind(&r.user_id)
+        .bind(&r.server_id)
+        .bind(&r.tool)
+        .bind(r.requests)
+        .bind(r.per_seconds)
+        .bind(r.burst)
+        .bind(&r.description)
+        .bind(r.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes a rate limit of a tenant; returns whether there was one.
+    pub async fn delete_rate_limit(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM rate_limits WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// A tenant's rate limits, oldest first.
+    pub async fn list_rate_limits(&self, tenant_id: &str) -> Result<Vec<RateLimitRow>> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT tenant_id, id, scope, role_id, user_id, server_id, tool, requests, per_seconds, burst, description, \
+             created_at_ms FROM rate_limits WHERE tenant_id = $1 ORDER BY created_at_ms, id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await
+        })?)
+    }
+
     // ---------------------------------------------------------------- kill switch
 
     /// Stores a suspension; a second suspension of the same target is a conflict.

@@ -159,6 +159,35 @@ pub struct Suspension {
     pub created_at_ms: i64,
 }
 
+/// A rate limit (see `gatehouse_core::limits`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RateLimitRow {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// `tenant`, `role` or `user`.
+    pub scope: String,
+    /// The role (scope `role`).
+    pub role_id: Option<String>,
+    /// One user (scope `user`), or every user when `None`.
+    pub user_id: Option<String>,
+    /// The server, or every server.
+    pub server_id: Option<String>,
+    /// Tool name or glob, or every tool.
+    pub tool: Option<String>,
+    /// Requests per window.
+    pub requests: i64,
+    /// Window in seconds.
+    pub per_seconds: i64,
+    /// Bucket size (`None`: `requests`).
+    pub burst: Option<i64>,
+    /// Why.
+    pub description: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
 /// A user bound to a role.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Binding {

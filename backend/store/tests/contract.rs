@@ -12,8 +12,8 @@ use std::fmt::Debug;
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
     AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN,
-    ROLE_TENANT_ADMIN, Role, Server, SessionKeyRow, Store, StoreError, Suspension, Tenant, User, VirtualServer,
-    VirtualServerUpstream,
+    ROLE_TENANT_ADMIN, RateLimitRow, Role, Server, SessionKeyRow, Store, StoreError, Suspension, Tenant, User,
+    VirtualServer, VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -73,6 +73,7 @@ contract_tests! {
     access_rules_and_policy_mode => sqlite_access_rules_and_policy_mode, postgres_access_rules_and_policy_mode;
     classification_rules_and_labels => sqlite_classification_rules_and_labels, postgres_classification_rules_and_labels;
     suspensions => sqlite_suspensions, postgres_suspensions;
+    rate_limits => sqlite_rate_limits, postgres_rate_limits;
     virtual_servers => sqlite_virtual_servers, postgres_virtual_servers;
     tokens => sqlite_tokens, postgres_tokens;
     audit => sqlite_audit, postgres_audit;
@@ -583,6 +584,50 @@ async fn suspensions(s: &Store) {
     assert!(!s.delete_suspension(&b.id, &user.id).await.unwrap(), "b cannot lift a's suspension");
     assert!(s.delete_suspension(&a.id, &user.id).await.unwrap());
     assert_eq!(s.list_suspensions(&a.id).await.unwrap().len(), 2);
+}
+
+async fn rate_limits(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let ops = role(&a, "ops");
+    s.create_role(&ops).await.unwrap();
+    let srv = server(&a, "s1");
+    s.create_server(&srv).await.unwrap();
+    let limit = |t: &Tenant, scope: &str, role_id: Option<&str>, at: i64| RateLimitRow {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        scope: scope.to_owned(),
+        role_id: role_id.map(str::to_owned),
+        user_id: None,
+        server_id: None,
+        tool: None,
+        requests: 10,
+        per_seconds: 60,
+        burst: None,
+        description: String::new(),
+        created_at_ms: at,
+    };
+    let per_role = RateLimitRow {
+        server_id: Some(srv.id.clone()),
+        tool: Some("deploy_*".to_owned()),
+        burst: Some(3),
+        ..limit(&a, "role", Some(&ops.id), 2)
+    };
+    let tenant_wide = limit(&a, "tenant", None, 1);
+    s.insert_rate_limit(&per_role).await.unwrap();
+    s.insert_rate_limit(&tenant_wide).await.unwrap();
+    assert_eq!(s.list_rate_limits(&a.id).await.unwrap(), vec![tenant_wide.clone(), per_role.clone()], "oldest first");
+    assert!(s.list_rate_limits(&b.id).await.unwrap().is_empty());
+    assert!(s.insert_rate_limit(&limit(&a, "galaxy", None, 3)).await.is_err(), "only tenant, role, user");
+    assert_missing_reference(
+        s.insert_rate_limit(&limit(&b, "role", Some(&ops.id), 4)).await,
+        "a limit of tenant b on tenant a's role",
+    );
+    assert!(!s.delete_rate_limit(&b.id, &per_role.id).await.unwrap(), "b cannot delete a's limit");
+    assert!(s.delete_rate_limit(&a.id, &per_role.id).await.unwrap());
+    assert_eq!(s.list_rate_limits(&a.id).await.unwrap(), vec![tenant_wide]);
 }
 
 // ==================================================================== 5. virtual servers

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_core::limits::LimitScope;
 use gatehouse_core::rules::{AnnotationMatch, Effect, ParamConstraint, PolicyMode};
 
 pub use crate::classify::ClassificationRule;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// 2 added [`Content::session_keys`] (issue 3). A worker of schema 1 would parse such content without
 /// the keys and then find that its revision does not match, so the number says it plainly instead.
 /// 3 added [`Role::rules`], [`VirtualServer::mode`], [`Server::labels`],
-/// [`Content::classification`] and [`Content::kill`] (issue 4).
+/// [`Content::classification`], [`Content::kill`] and [`Content::rate_limits`] (issue 4).
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// A whole bundle: manifest plus content. This is what gets signed.
@@ -74,6 +75,31 @@ pub struct Content {
     pub classification: Vec<ClassificationRule>,
     /// The kill switch: suspended users, servers and tools.
     pub kill: KillList,
+    /// Rate limits on `tools/call`, sorted by id.
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// A rate limit (token bucket) on `tools/call`; see `gatehouse_core::limits` for the scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Stable id, named by a refusal.
+    pub id: String,
+    /// Whose bucket: the tenant's, each holder's of `role`, or each user's (or `user`'s only).
+    pub scope: LimitScope,
+    /// Role slug (scope `role`).
+    pub role: Option<String>,
+    /// One user's id (scope `user`), or every user.
+    pub user: Option<String>,
+    /// Server slug, or every server.
+    pub server: Option<String>,
+    /// Tool name or glob, or every tool.
+    pub tool: Option<String>,
+    /// Requests per window.
+    pub requests: u32,
+    /// Window, seconds.
+    pub per_seconds: u32,
+    /// Bucket size (`None`: `requests`).
+    pub burst: Option<u32>,
 }
 
 /// What a tenant admin has suspended. Enforced before any grant or rule, in every policy mode.
@@ -244,6 +270,7 @@ impl Content {
         self.kill.users.sort_by(|a, b| a.id.cmp(&b.id));
         self.kill.servers.sort_by(|a, b| a.id.cmp(&b.id));
         self.kill.tools.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        self.rate_limits.sort_by(|a, b| a.id.cmp(&b.id));
         for c in &mut self.classification {
             c.servers.sort();
             c.servers.dedup();
@@ -285,6 +312,7 @@ mod tests {
             session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
             classification: vec![],
             kill: KillList::default(),
+            rate_limits: vec![],
         }
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use gatehouse_core::limits::LimitScope;
 use gatehouse_core::rules::{Effect, PolicyMode};
 use serde_json::{Map, Value};
 
@@ -141,6 +142,31 @@ pub struct TenantPolicy {
     killed_users: HashMap<String, String>,
     killed_servers: HashMap<String, String>,
     killed_tools: HashMap<String, HashMap<String, String>>,
+    /// Rate limits, and each user's role slugs (for role-scoped limits).
+    rate_limits: Vec<CompiledLimit>,
+    user_roles: HashMap<String, Vec<String>>,
+}
+
+/// A rate limit, ready to match calls.
+#[derive(Debug, Clone)]
+pub struct CompiledLimit {
+    /// The limit as the bundle carries it.
+    pub limit: crate::format::RateLimit,
+    glob: Option<crate::rules::Glob>,
+}
+
+impl CompiledLimit {
+    /// Whether the limit counts a call of `tool` on `server` by `user_id` holding `roles`.
+    fn applies(&self, user_id: &str, roles: &[String], server: &str, tool: &str) -> bool {
+        let l = &self.limit;
+        l.server.as_deref().is_none_or(|s| s == server)
+            && self.glob.as_ref().is_none_or(|g| g.matches(tool))
+            && match l.scope {
+                LimitScope::Tenant => true,
+                LimitScope::Role => l.role.as_ref().is_some_and(|r| roles.contains(r)),
+                LimitScope::User => l.user.as_deref().is_none_or(|u| u == user_id),
+            }
+    }
 }
 
 /// A bundle the worker cannot turn into a policy (the compiler never makes one): it is refused and
@@ -255,6 +281,15 @@ impl TenantPolicy {
         let session_keys = decode_session_keys(&c.session_keys);
         let classifier = Classifier::new(&c.classification)
             .map_err(|e| PolicyError(format!("data-classification rule {}: {}: {}", e.rule_id, e.field, e.message)))?;
+        let rate_limits = c
+            .rate_limits
+            .iter()
+            .map(|l| CompiledLimit {
+                limit: l.clone(),
+                glob: l.tool.as_deref().filter(|t| *t != "*").map(crate::rules::Glob::new),
+            })
+            .collect();
+        let user_roles = c.users.iter().map(|u| (u.id.clone(), u.roles.clone())).collect();
         Ok(Self {
             manifest: bundle.manifest.clone(),
             tokens,
@@ -266,6 +301,8 @@ impl TenantPolicy {
             killed_users,
             killed_servers,
             killed_tools,
+            rate_limits,
+            user_roles,
         })
     }
 
@@ -296,6 +333,17 @@ impl TenantPolicy {
     /// The virtual server with this slug.
     pub fn virtual_server(&self, slug: &str) -> Option<Arc<VirtualServerRoute>> {
         self.virtual_servers.get(slug).cloned()
+    }
+
+    /// The rate limits that count a call of `tool` on `server` by `user_id`, in id order.
+    pub fn rate_limits_for<'a>(
+        &'a self,
+        user_id: &'a str,
+        server: &'a str,
+        tool: &'a str,
+    ) -> impl Iterator<Item = &'a CompiledLimit> + 'a {
+        let roles = self.user_roles.get(user_id).map(Vec::as_slice).unwrap_or_default();
+        self.rate_limits.iter().filter(move |l| l.applies(user_id, roles, server, tool))
     }
 
     /// A rule of the bundle by id.
@@ -468,6 +516,7 @@ mod tests {
             ],
             classification: vec![],
             kill: KillList::default(),
+            rate_limits: vec![],
         };
         Bundle {
             manifest: Manifest {
@@ -672,5 +721,35 @@ mod tests {
         assert_eq!(vs.upstreams.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["everything"]);
         assert_eq!(vs.suspended, vec![("other".to_owned(), "CVE-2026-1234".to_owned())]);
         assert_eq!(p.authorize_tool("u1", "everything", "echo").rule(), "kill:user");
+    }
+
+    #[test]
+    fn rate_limits_match_by_scope_server_and_tool_glob() {
+        let mut b = bundle();
+        let limit = |id: &str, scope, role: Option<&str>, user: Option<&str>, tool: Option<&str>| RateLimit {
+            id: id.into(),
+            scope,
+            role: role.map(Into::into),
+            user: user.map(Into::into),
+            server: Some("everything".into()),
+            tool: tool.map(Into::into),
+            requests: 1,
+            per_seconds: 1,
+            burst: None,
+        };
+        b.content.rate_limits = vec![
+            limit("all", LimitScope::Tenant, None, None, None),
+            limit("analysts", LimitScope::Role, Some("analyst"), None, Some("get-*")),
+            limit("bob", LimitScope::User, None, Some("u2"), Some("echo")),
+            limit("everyone", LimitScope::User, None, None, Some("*")),
+        ];
+        let p = TenantPolicy::build(&b).unwrap();
+        let ids = |user: &str, server: &str, tool: &str| -> Vec<String> {
+            p.rate_limits_for(user, server, tool).map(|l| l.limit.id.clone()).collect()
+        };
+        assert_eq!(ids("u1", "everything", "get-sum"), ["all", "analysts", "everyone"], "u1 is an analyst");
+        assert_eq!(ids("u1", "everything", "echo"), ["all", "everyone"], "the glob does not match echo");
+        assert_eq!(ids("u2", "everything", "echo"), ["all", "bob", "everyone"], "u2 is admin, not analyst");
+        assert!(ids("u1", "other", "get-sum").is_empty(), "limits name their server");
     }
 }

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     DataBlocked,
     /// A tenant admin suspended this user, server or tool (the kill switch).
     Suspended,
+    /// A rate limit refuses the call for now; retry after the time given.
+    RateLimited,
     /// A bundle failed signature or integrity checks.
     BundleRejected,
     /// Something went wrong on our side; the message carries a reference, never internals.
@@ -44,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in catalogue order (used by the docs drift test).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidInput,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -58,6 +60,7 @@ impl ErrorCode {
         ErrorCode::ArgumentsNotAllowed,
         ErrorCode::DataBlocked,
         ErrorCode::Suspended,
+        ErrorCode::RateLimited,
         ErrorCode::BundleRejected,
         ErrorCode::Internal,
     ];
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::ArgumentsNotAllowed => "ARGUMENTS_NOT_ALLOWED",
             ErrorCode::DataBlocked => "DATA_BLOCKED",
             ErrorCode::Suspended => "SUSPENDED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::BundleRejected => "BUNDLE_REJECTED",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::ArgumentsNotAllowed => 403,
             ErrorCode::DataBlocked => 403,
             ErrorCode::Suspended => 403,
+            ErrorCode::RateLimited => 429,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::BundleRejected => 422,

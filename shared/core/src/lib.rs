@@ -8,6 +8,7 @@ pub mod error;
 pub mod headers;
 pub mod ids;
 pub mod jsonrpc;
+pub mod limits;
 pub mod rules;
 pub mod views;
 

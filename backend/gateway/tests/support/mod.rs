@@ -524,6 +524,7 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
         session_keys: vec![SessionKey { id: "k1".into(), key_b64: SESSION_KEY_B64.into(), created_at_ms: 1 }],
         classification: vec![],
         kill: Default::default(),
+        rate_limits: vec![],
     };
     content.normalize();
     content
