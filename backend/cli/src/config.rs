@@ -56,6 +56,14 @@ pub struct SettingsArgs {
     /// Timeout for each upstream MCP call, in seconds.
     #[arg(long, env = "GATEHOUSE_UPSTREAM_TIMEOUT_SECS", global = true)]
     upstream_timeout_secs: Option<u64>,
+    /// OTLP/HTTP endpoint for the gateway worker's OpenTelemetry traces, e.g. http://otel-collector:4318
+    /// (`/v1/traces` is appended). Not set: no tracing.
+    #[arg(long, env = "GATEHOUSE_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+    /// Bearer token the gateway worker's `/metrics` requires. Not set: `/metrics` is open (keep it off the
+    /// public network: it names every tenant the worker serves).
+    #[arg(long, env = "GATEHOUSE_METRICS_TOKEN", global = true, hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -75,6 +83,8 @@ struct FileSettings {
     site_root: Option<PathBuf>,
     admin_email: Option<String>,
     upstream_timeout_secs: Option<u64>,
+    otlp_endpoint: Option<String>,
+    metrics_token_file: Option<PathBuf>,
 }
 
 /// Validated settings.
@@ -94,6 +104,10 @@ pub struct Settings {
     pub admin_email: String,
     pub admin_password: Option<String>,
     pub upstream_timeout: Duration,
+    /// The gateway worker's OTLP/HTTP traces endpoint, if tracing is on.
+    pub otlp_endpoint: Option<String>,
+    /// The bearer token of the gateway worker's `/metrics`, if it needs one.
+    pub metrics_token: Option<String>,
 }
 
 impl Settings {
@@ -113,6 +127,16 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        let metrics_token = match (args.metrics_token, &file.metrics_token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if metrics_token.as_deref().is_some_and(str::is_empty) {
+            anyhow::bail!("the metrics token is empty; leave it unset to serve /metrics without one");
+        }
         let trusted_keys =
             if args.trusted_keys.is_empty() { file.trusted_keys.unwrap_or_default() } else { args.trusted_keys };
         let timeout = args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(30);
@@ -137,6 +161,8 @@ impl Settings {
             admin_email: args.admin_email.or(file.admin_email).unwrap_or_else(|| "admin@gatehouse.local".into()),
             admin_password: args.admin_password,
             upstream_timeout: Duration::from_secs(timeout),
+            otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty()),
+            metrics_token,
         })
     }
 }
@@ -156,6 +182,8 @@ const KNOWN_ENV: &[&str] = &[
     "GATEHOUSE_ADMIN_EMAIL",
     "GATEHOUSE_ADMIN_PASSWORD",
     "GATEHOUSE_UPSTREAM_TIMEOUT_SECS",
+    "GATEHOUSE_OTLP_ENDPOINT",
+    "GATEHOUSE_METRICS_TOKEN",
     // Read by the test harness, not by the binary; listed so they are not reported as typos.
     "GATEHOUSE_TEST_DATABASE_URL",
     "GATEHOUSE_PEERS_DIR",

@@ -198,6 +198,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         public_url: gateway_public_url.clone(),
         upstream_timeout: settings.upstream_timeout,
         poll_wait: Duration::from_secs(25),
+        otlp_endpoint: settings.otlp_endpoint.clone(),
+        metrics_token: settings.metrics_token.clone(),
     })
     .await?;
     let gateway_task = tokio::spawn(run_http(gateway_listener, gateway.router()));
@@ -250,6 +252,8 @@ async fn gateway(settings: Settings) -> anyhow::Result<()> {
         public_url: public_url.clone(),
         upstream_timeout: settings.upstream_timeout,
         poll_wait: Duration::from_secs(25),
+        otlp_endpoint: settings.otlp_endpoint.clone(),
+        metrics_token: settings.metrics_token.clone(),
     })
     .await?;
     println!("gatehouse: gateway worker listening on {public_url}");

@@ -39,6 +39,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use crate::metrics::AuditCounters;
 use crate::{Backoff, GatewayConfig, OnceHandle};
 
 const SPOOL_FILE: &str = "audit-spool.jsonl";
@@ -77,6 +78,8 @@ enum SpoolMsg {
 #[derive(Clone)]
 pub(crate) struct AuditSink {
     tx: mpsc::Sender<SpoolMsg>,
+    /// Queued, shipped and dropped events, for `/metrics`.
+    pub(crate) counters: Arc<AuditCounters>,
 }
 
 impl AuditSink {
@@ -84,7 +87,10 @@ impl AuditSink {
     pub(crate) async fn emit(&self, event: AuditEvent) {
         if let Err(mpsc::error::SendError(SpoolMsg::Event(event))) = self.tx.send(SpoolMsg::Event(event)).await {
             // Only after shutdown: the process is going away and nothing can take the event any more.
+            self.counters.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             error!(event = ?event, "audit event not spooled: the gateway is shutting down");
+        } else {
+            self.counters.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -205,10 +211,21 @@ async fn start_in(
     tokio::spawn(run_writer(rx, file, Arc::clone(&shared)));
 
     let (stop, stopped) = watch::channel(false);
-    let shipper = Shipper { shared, stopped, path, offset_path, http, url, authorization, recorded: None };
+    let counters = Arc::new(AuditCounters::default());
+    let shipper = Shipper {
+        shared,
+        stopped,
+        path,
+        offset_path,
+        http,
+        url,
+        authorization,
+        recorded: None,
+        counters: Arc::clone(&counters),
+    };
     let task: JoinHandle<()> = tokio::spawn(shipper.run());
     let handle = ShipperHandle { stop, abort: task.abort_handle(), task: std::sync::Mutex::new(Some(task)) };
-    Ok((AuditSink { tx }, handle))
+    Ok((AuditSink { tx, counters }, handle))
 }
 
 /// Opens the spool for appending (ending a line torn by a crash) and finds the acknowledged offset.
@@ -458,6 +475,7 @@ struct Shipper {
     authorization: HeaderValue,
     /// When the acknowledged offset was last recorded.
     recorded: Option<Instant>,
+    counters: Arc<AuditCounters>,
 }
 
 /// What the shipper does next.
@@ -482,6 +500,8 @@ struct Batch {
     end: u64,
     /// The id of the event on the last line read, if that line was readable.
     last_id: Option<String>,
+    /// Unreadable (torn) lines skipped.
+    skipped: u64,
 }
 
 impl Shipper {
@@ -489,7 +509,7 @@ impl Shipper {
         let mut backoff = Backoff::standard();
         loop {
             let work = self.next_work();
-            let (body, end, last_id) = match work {
+            let (body, end, last_id, events) = match work {
                 Work::Idle => {
                     if *self.stopped.borrow() {
                         self.record_offset(true).await;
@@ -509,16 +529,21 @@ impl Shipper {
                 }
                 Work::Memory { chunks, end } => {
                     let last_id = chunks.last().map(|c| c.last_id.clone());
-                    (Some(body_of_lines(&chunks)), end, last_id)
+                    let events = chunks.iter().map(|c| c.events as u64).sum();
+                    (Some(body_of_lines(&chunks)), end, last_id, events)
                 }
                 Work::File { from, to } => {
                     let path = self.path.clone();
                     match tokio::task::spawn_blocking(move || read_batch(&path, from, to)).await {
-                        Ok(Ok(batch)) if batch.events.is_empty() => (None, batch.end, batch.last_id),
+                        Ok(Ok(batch)) if batch.events.is_empty() => {
+                            self.counters.dropped.fetch_add(batch.skipped, std::sync::atomic::Ordering::Relaxed);
+                            (None, batch.end, batch.last_id, 0)
+                        }
                         Ok(Ok(batch)) => {
+                            self.counters.dropped.fetch_add(batch.skipped, std::sync::atomic::Ordering::Relaxed);
                             let body = serde_json::to_vec(&serde_json::json!({ "events": batch.events }))
                                 .expect("audit events serialise");
-                            (Some(Bytes::from(body)), batch.end, batch.last_id)
+                            (Some(Bytes::from(body)), batch.end, batch.last_id, batch.events.len() as u64)
                         }
                         failed => {
                             let why = failed
@@ -543,6 +568,7 @@ impl Shipper {
                 }
             }
             backoff.reset();
+            self.counters.shipped.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
             self.acknowledge(end, last_id).await;
         }
     }
@@ -656,6 +682,7 @@ fn read_batch(path: &Path, offset: u64, len: u64) -> std::io::Result<Batch> {
     let mut events = Vec::new();
     let mut end = offset;
     let mut last_id = None;
+    let mut skipped = 0;
     let mut line = Vec::new();
     while events.len() < MAX_BATCH_EVENTS && end - offset < MAX_BATCH_BYTES as u64 {
         line.clear();
@@ -672,11 +699,12 @@ fn read_batch(path: &Path, offset: u64, len: u64) -> std::io::Result<Batch> {
             // Only a line torn by a crash can be unreadable; keeping it would block the whole spool.
             Err(e) => {
                 last_id = None;
+                skipped += 1;
                 warn!("skipping an unreadable audit spool line at offset {}: {e}", end - n as u64);
             }
         }
     }
-    Ok(Batch { events, end, last_id })
+    Ok(Batch { events, end, last_id, skipped })
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub(crate) struct PolicyStore {
     tenants: ArcSwap<TenantMap>,
     ready: AtomicBool,
     errors: Mutex<ErrorSlots>,
+    /// Activations and refusals, for `/metrics`.
+    pub(crate) counters: crate::metrics::BundleCounters,
 }
 
 /// The latest problem of each kind. Kept apart so that, say, a successful long poll clears a
@@ -57,6 +59,7 @@ impl Default for PolicyStore {
             tenants: ArcSwap::from_pointee(TenantMap::new()),
             ready: AtomicBool::new(false),
             errors: Mutex::new(ErrorSlots::default()),
+            counters: Default::default(),
         }
     }
 }
@@ -65,6 +68,11 @@ impl PolicyStore {
     /// The active policy of `tenant`.
     pub(crate) fn tenant(&self, tenant: &str) -> Option<Arc<TenantPolicy>> {
         self.tenants.load().get(tenant).cloned()
+    }
+
+    /// Every active policy, by tenant.
+    pub(crate) fn snapshot(&self) -> Arc<TenantMap> {
+        self.tenants.load_full()
     }
 
     /// True once a bundle set was activated.
@@ -208,6 +216,7 @@ impl Activator {
         if changed {
             for (tenant, policy) in &next {
                 if current.get(tenant).is_none_or(|old| old.manifest != policy.manifest) {
+                    self.store.counters.activated(source);
                     info!(
                         tenant = %tenant,
                         revision = %policy.manifest.revision,
@@ -262,6 +271,7 @@ impl Activator {
     /// (only for sets from the control plane, and only when something changed).
     pub(crate) async fn activate(&mut self, offered: Vec<SignedBundle>, source: Source) {
         let applied = self.apply(offered, source);
+        self.store.counters.refused(source, applied.refused.len());
         for message in &applied.refused {
             warn!("{message}");
         }

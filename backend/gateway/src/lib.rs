@@ -6,7 +6,9 @@
 //! back to the control plane through a durable local spool.
 //!
 //! * [`Gateway::start`] loads the last good bundles from disk and spawns the background tasks.
-//! * [`Gateway::router`] is the worker's whole HTTP surface.
+//! * [`Gateway::router`] is the worker's whole HTTP surface, including the operator's `/metrics`.
+//! * With [`GatewayConfig::otlp_endpoint`], MCP requests are traced (OpenTelemetry, MCP semantic
+//!   conventions) and exported as OTLP/HTTP; see `metrics.rs` and `telemetry.rs`.
 //!
 //! The protocol reasoning (sessions, tool naming, error mapping) is written down in this crate's
 //! `README.md`. The worker never depends on control-plane crates: it only shares `gatehouse-core` and
@@ -18,13 +20,15 @@ mod audit;
 mod bundles;
 mod features;
 mod mcp;
-mod relay;
+mod metrics;
 mod ratelimit;
+mod relay;
 mod routes;
 mod screen;
 mod seal;
 mod session;
 mod sse;
+mod telemetry;
 mod upstream;
 
 use std::path::PathBuf;
@@ -67,6 +71,13 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     /// How long the control plane may hold a bundle long poll open (default 25 s).
     pub poll_wait: Duration,
+    /// Where to send OpenTelemetry traces (OTLP/HTTP protobuf): a collector's base URL such as
+    /// `http://otel-collector:4318` (`/v1/traces` is appended) or the full traces URL. `None`: no
+    /// tracing at all.
+    pub otlp_endpoint: Option<String>,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`; when `None` it is
+    /// open, and the operator must keep it off the public network (it names every tenant served).
+    pub metrics_token: Option<String>,
 }
 
 impl GatewayConfig {
@@ -88,6 +99,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("public_url", &self.public_url)
             .field("upstream_timeout", &self.upstream_timeout)
             .field("poll_wait", &self.poll_wait)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -110,6 +123,10 @@ pub(crate) struct Inner {
     pub(crate) sessions: session::SessionStore,
     pub(crate) upstreams: upstream::Upstreams,
     pub(crate) audit: audit::AuditSink,
+    /// Operation histograms and gauges for `/metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The tracer (nothing without an OTLP endpoint).
+    pub(crate) telemetry: telemetry::Telemetry,
     /// Token buckets of the tenants' rate limits (per worker).
     pub(crate) limiter: Arc<ratelimit::RateLimiter>,
     tasks: Tasks,
@@ -133,6 +150,7 @@ impl Drop for Inner {
         self.tasks.limits_sweeper.abort();
         self.tasks.shipper.abort();
         // The spool task ends by itself: dropping `audit` closes its channel after the queued events.
+        self.telemetry.shutdown_in_background();
     }
 }
 
@@ -160,6 +178,10 @@ impl Gateway {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
+        let telemetry = match &config.otlp_endpoint {
+            Some(endpoint) => telemetry::Telemetry::otlp(endpoint, http.clone())?,
+            None => telemetry::Telemetry::disabled(),
+        };
 
         let policies = Arc::new(bundles::PolicyStore::default());
         let mut activator =
@@ -181,6 +203,8 @@ impl Gateway {
             sessions,
             upstreams,
             audit,
+            metrics: Arc::default(),
+            telemetry,
             limiter,
             tasks: Tasks {
                 poller: poller.abort_handle(),
@@ -193,7 +217,8 @@ impl Gateway {
         Ok(Gateway { inner: Arc::new(inner) })
     }
 
-    /// All worker routes: `/healthz`, `/readyz`, the RFC 9728 metadata and `/mcp/{tenant}/{vs}`.
+    /// All worker routes: `/healthz`, `/readyz`, `/metrics`, the RFC 9728 metadata and
+    /// `/mcp/{tenant}/{vs}`.
     pub fn router(&self) -> axum::Router {
         routes::router(self.clone())
     }
@@ -231,6 +256,27 @@ impl Gateway {
         self.inner.tasks.limits_sweeper.abort();
         self.inner.audit.close().await;
         self.inner.tasks.shipper.stop(SHUTDOWN_GRACE).await;
+        self.inner.telemetry.shutdown().await;
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) served at `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let inner = &self.inner;
+        let mut active: Vec<(String, String, u64)> = inner
+            .policies
+            .snapshot()
+            .values()
+            .map(|p| (p.manifest.tenant.clone(), p.manifest.revision.clone(), p.manifest.sequence))
+            .collect();
+        active.sort();
+        metrics::Exposition {
+            metrics: &inner.metrics,
+            audit: &inner.audit.counters,
+            bundles: &inner.policies.counters,
+            active,
+            ready: self.is_ready(),
+        }
+        .render()
     }
 
     /// The active policy of `tenant`.
@@ -240,6 +286,23 @@ impl Gateway {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+}
+
+impl Inner {
+    /// Records a finished request in `/metrics` and ends its spans (called by the audit record when
+    /// it emits the request's event).
+    pub(crate) fn observe(
+        &self,
+        event: &gatehouse_core::audit::AuditEvent,
+        virtual_server_known: bool,
+        trace: Option<Box<telemetry::RequestTrace>>,
+        elapsed: Duration,
+    ) {
+        self.metrics.observe(event, virtual_server_known, event.rule_id.is_some(), elapsed);
+        if let Some(trace) = trace {
+            trace.finish(event);
+        }
     }
 }
 
@@ -305,7 +368,10 @@ mod tests {
             public_url: "http://gw".into(),
             upstream_timeout: GatewayConfig::DEFAULT_UPSTREAM_TIMEOUT,
             poll_wait: GatewayConfig::DEFAULT_POLL_WAIT,
+            otlp_endpoint: None,
+            metrics_token: Some("m3trics".into()),
         };
         assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config:?}").contains("m3trics"));
     }
 }

@@ -110,6 +110,10 @@ pub(crate) struct Record {
     would_deny: Option<String>,
     /// The outcome is decided (a data-classification block) and later outcomes do not change it.
     frozen: bool,
+    /// The virtual server exists (else `/metrics` labels it `other`: its name came from the URL).
+    virtual_server_known: bool,
+    /// The request's spans, when tracing is on (see `telemetry.rs`).
+    trace: Option<Box<crate::telemetry::RequestTrace>>,
     event: AuditEvent,
 }
 
@@ -120,6 +124,8 @@ impl Record {
             known: false,
             would_deny: None,
             frozen: false,
+            virtual_server_known: false,
+            trace: None,
             event: AuditEvent {
                 id: uuid::Uuid::now_v7().to_string(),
                 time_ms: now_ms(),
@@ -145,6 +151,7 @@ impl Record {
 
     fn tenant(&mut self, policy: &TenantPolicy) {
         self.known = true;
+        self.virtual_server_known = policy.virtual_server(&self.event.virtual_server).is_some();
         self.event.bundle_revision = Some(policy.manifest.revision.clone());
     }
 
@@ -157,6 +164,25 @@ impl Record {
         self.event.session_id = Some(session.audit_id.clone());
         self.event.client_name.clone_from(&session.client_name);
         self.event.client_version.clone_from(&session.client_version);
+        if let Some(trace) = &mut self.trace {
+            trace.protocol_version(&session.protocol_version);
+        }
+    }
+
+    /// Starts the request's server span (when tracing is on), parented by `params._meta`.
+    fn trace(&mut self, gw: &Gateway, method: Option<&str>, id: Option<&Id>, params: Option<&Value>) {
+        self.trace = gw.inner().telemetry.server_span(method, id, params, self.started);
+    }
+
+    /// Starts the client span of a forwarded request; the params to send instead (with the span's
+    /// context in `_meta`), or `None` to send the client's as they are (tracing off).
+    fn upstream_call(
+        &mut self,
+        gw: &Gateway,
+        call: crate::telemetry::UpstreamCall<'_>,
+        params: Option<&Value>,
+    ) -> Option<Value> {
+        gw.inner().telemetry.client_span(self.trace.as_deref_mut()?, call, params)
     }
 
     pub(crate) fn outcome(&mut self, outcome: Outcome, reason: impl Into<Option<String>>) {
@@ -201,6 +227,8 @@ impl Record {
             known: false,
             would_deny: self.would_deny.clone(),
             frozen: self.frozen,
+            virtual_server_known: self.virtual_server_known,
+            trace: None,
             event: self.event.clone(),
         };
         std::mem::replace(self, stays)
@@ -208,7 +236,9 @@ impl Record {
 
     async fn emit(mut self, gw: &Gateway) {
         if self.known {
-            self.event.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+            let elapsed = self.started.elapsed();
+            self.event.latency_us = i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX);
+            gw.inner().observe(&self.event, self.virtual_server_known, self.trace.take(), elapsed);
             gw.inner().audit.emit(self.event).await;
         }
     }
@@ -360,6 +390,7 @@ async fn handle_post(
     let Message { id, method, params, result, error: failure, .. } = message;
     // Client responses (to server requests) have no method; audit them as such.
     record.event.method = method.clone().unwrap_or_else(|| "response".to_owned());
+    record.trace(gw, method.as_deref(), id.as_ref(), params.as_ref());
 
     if let Some(why) = unsupported_version(headers, method.as_deref(), params.as_ref()) {
         record.outcome(Outcome::Invalid, why);
@@ -1114,7 +1145,9 @@ async fn forward_screened(
     let target = Target { slot: &slot, url, capabilities: &session.capabilities };
     let in_flight = session.track(id, server);
     let upstream_id = relay::upstream_request_id(id);
-    match gw.inner().upstreams.forward(target, &upstream_id, method, params).await {
+    let call = crate::telemetry::UpstreamCall { server, url, method, upstream_id: &upstream_id };
+    let traced = record.upstream_call(gw, call, params);
+    match gw.inner().upstreams.forward(target, &upstream_id, method, traced.as_ref().or(params)).await {
         Ok(Answer::Json(mut response)) => {
             if let Some((screen, tool)) = &screen
                 && screen.response(tool, &mut response, record)

@@ -2,14 +2,22 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt as _;
 use gatehouse_core::ErrorCode;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
+use crate::metrics::OpenStream;
 use crate::{Gateway, mcp};
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Largest request body the MCP endpoint reads (larger → 413).
 pub(crate) const MAX_BODY_BYTES: usize = 4 << 20;
@@ -19,8 +27,15 @@ pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/.well-known/oauth-protected-resource/mcp/{tenant}/{vs}", get(protected_resource))
-        .route("/mcp/{tenant}/{vs}", get(mcp::get).post(mcp::post).delete(mcp::delete))
+        .route(
+            "/mcp/{tenant}/{vs}",
+            get(mcp::get)
+                .post(mcp::post)
+                .delete(mcp::delete)
+                .layer(map_response_with_state(gateway.clone(), count_streams)),
+        )
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(gateway)
@@ -40,6 +55,48 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         };
         error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoBundle, why)
     }
+}
+
+/// `/metrics`: the Prometheus text exposition. An operator endpoint (the labels name every tenant
+/// served): with `metrics_token` configured it needs that bearer token, else it is open.
+async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &gw.inner().config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        // Digests are compared, so the time taken says nothing about the token.
+        let digest = |token: &str| Sha256::digest(token.as_bytes());
+        if given.map(digest) != Some(digest(expected)) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                "/metrics needs 'Authorization: Bearer <metrics token>' (the worker's metrics_token setting)",
+            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], gw.metrics_text()).into_response()
+}
+
+/// Counts the event streams of the MCP endpoint in `gatehouse_sse_streams_open` for as long as their
+/// bodies live (a JSON answer passes through untouched).
+async fn count_streams(State(gw): State<Gateway>, response: Response) -> Response {
+    let is_stream =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_stream {
+        return response;
+    }
+    let open = OpenStream::new(gw.inner().metrics.clone());
+    response.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _counted = &open;
+            chunk
+        }))
+    })
 }
 
 /// RFC 9728 protected-resource metadata of one virtual server.

@@ -553,6 +553,8 @@ impl TestGateway {
             public_url: url.clone(),
             upstream_timeout: Duration::from_secs(5),
             poll_wait: Duration::from_secs(1),
+            otlp_endpoint: None,
+            metrics_token: None,
         };
         let gw = Gateway::start(config).await.expect("gateway starts");
         let router = gw.router();
