@@ -616,6 +616,42 @@ async function main() {
       });
     });
 
+    await step('add a rate limit; a bad one is refused naming the field; the gateway answers 429', async () => {
+      await openTab('limits', 'Rate limits');
+      await hydrated();
+      await byTestId('limit-scope').selectOption('role');
+      await byTestId('limit-requests').fill('1');
+      await byTestId('limit-per').fill('3600');
+      await byTestId('add-limit').click();
+      await waitText('add-limit-error', 'role:');
+      await byTestId('limit-role').fill(ROLE);
+      await byTestId('limit-server').fill(SERVER);
+      await byTestId('limit-tool').fill('echo');
+      await byTestId('add-limit').click();
+      await waitText('rate-limits', `Each holder of role ${ROLE}: 1 calls of echo of ${SERVER} per 3600 s`);
+      await snap('12-rate-limits');
+      // Once the bundle is there, the second echo of the hour is refused with Retry-After.
+      await waitFor('the gateway to answer 429', 20_000, async () => {
+        const init = await mcpRequest(endpoint, secret, {
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'initialize',
+          params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'console-spec', version: '1.0.0' } },
+        });
+        if (!init.sessionId) return false;
+        const call = await mcpRequest(
+          endpoint,
+          secret,
+          { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'again' } } },
+          init.sessionId,
+        );
+        return call.status === 429;
+      });
+      // Remove it again, so the steps after this one are not limited.
+      await byTestId('rate-limits').getByRole('button', { name: /Delete rate limit/ }).click();
+      await waitText('rate-limits', 'No rate limits');
+    });
+
     await step('pull the kill switch on a tool and lift it again', async () => {
       await byTestId('tab-overview').click();
       await page.getByRole('heading', { name: 'Kill switch', exact: true }).waitFor({ timeout: WAIT_MS });
@@ -631,7 +667,7 @@ async function main() {
       await byTestId('kill-submit').click();
       const listed = await waitText('suspensions', `tool echo of ${SERVER}`);
       assert(listed.includes('prompt injection seen in the wild'), `suspensions: ${listed}`);
-      await snap('12-kill-switch');
+      await snap('13-kill-switch');
       await byTestId('suspensions').getByRole('button', { name: /Lift the suspension/ }).click();
       await waitText('suspensions', 'Nothing is suspended');
       await assertSameDocument(mark);

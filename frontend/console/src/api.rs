@@ -12,6 +12,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use gatehouse_core::classification::ClassificationRuleView;
+use gatehouse_core::limits::RateLimitView;
 use gatehouse_core::rules::RuleView;
 use gatehouse_core::views::{
     AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
@@ -186,6 +187,57 @@ pub async fn set_server_labels(
     let (s, actor) = ssr::signed_in().await?;
     let labels: Vec<String> = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     ssr::answer(s.set_server_labels(&actor, &tenant, &server, &labels).await)
+}
+
+// ------------------------------------------------------------------ rate limits
+
+/// A tenant's rate limits.
+#[server(prefix = "/api/console", endpoint = "rate_limits")]
+pub async fn list_rate_limits(tenant: String) -> ApiResult<Vec<RateLimitView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_rate_limits(&actor, &tenant).await)
+}
+
+/// Adds a rate limit from the form (empty fields: not set).
+#[server(prefix = "/api/console", endpoint = "add_rate_limit")]
+pub async fn add_rate_limit(
+    tenant: String,
+    scope: String,
+    #[server(default)] role: String,
+    #[server(default)] user: String,
+    #[server(default)] server: String,
+    #[server(default)] tool: String,
+    requests: String,
+    per_seconds: String,
+    #[server(default)] burst: String,
+    #[server(default)] description: String,
+) -> ApiResult<RateLimitView> {
+    use gatehouse_core::limits::{LimitScope, RateLimitInput};
+    let (s, actor) = ssr::signed_in().await?;
+    let set = |v: &str| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+    let number = |field: &str, v: &str| -> Result<u32, ConsoleError> {
+        v.trim().parse().map_err(|_| ConsoleError::invalid(field, "must be a whole number"))
+    };
+    let input = RateLimitInput {
+        scope: LimitScope::parse(&scope)
+            .ok_or_else(|| ConsoleError::invalid("scope", "choose tenant, role or user"))?,
+        role: set(&role),
+        user: set(&user),
+        server: set(&server),
+        tool: set(&tool),
+        requests: number("requests", &requests)?,
+        per_seconds: number("perSeconds", &per_seconds)?,
+        burst: set(&burst).map(|b| number("burst", &b)).transpose()?,
+        description,
+    };
+    ssr::answer(s.add_rate_limit(&actor, &tenant, &input).await)
+}
+
+/// Deletes a rate limit; answers its id.
+#[server(prefix = "/api/console", endpoint = "delete_rate_limit")]
+pub async fn delete_rate_limit(tenant: String, id: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.delete_rate_limit(&actor, &tenant, &id).await.map(|_| id))
 }
 
 // ------------------------------------------------------------------ kill switch

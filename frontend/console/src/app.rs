@@ -7,7 +7,9 @@ use leptos_router::components::{A, ParentRoute, Route, Router, Routes};
 use leptos_router::path;
 
 use crate::api::{ApiResult, Login, Logout, me};
-use crate::pages::{audit, data_rules, home, login, roles, servers, tenant, tokens, users, virtual_servers};
+use crate::pages::{
+    audit, data_rules, home, login, rate_limits, roles, servers, tenant, tokens, users, virtual_servers,
+};
 
 /// The whole document the server renders; `<HydrationScripts>` loads `/pkg/gatehouse_console.js`,
 /// which fetches `/pkg/gatehouse_console_bg.wasm` and calls [`crate::hydrate`].
@@ -78,6 +80,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("virtual-servers") view=virtual_servers::VirtualServersPage />
                         <Route path=path!("tokens") view=tokens::TokensPage />
                         <Route path=path!("data") view=data_rules::DataRulesPage />
+                        <Route path=path!("limits") view=rate_limits::RateLimitsPage />
                         <Route path=path!("audit") view=audit::AuditPage />
                     </ParentRoute>
                 </Routes>

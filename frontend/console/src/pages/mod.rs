@@ -5,6 +5,7 @@ pub mod data_rules;
 pub mod home;
 pub mod kill_switch;
 pub mod login;
+pub mod rate_limits;
 pub mod roles;
 pub mod rules;
 pub mod servers;

@@ -116,6 +116,7 @@ pub fn TenantLayout() -> impl IntoView {
                     {tab("virtual-servers", "Virtual servers")}
                     {tab("tokens", "API tokens")}
                     {tab("data", "Data rules")}
+                    {tab("limits", "Rate limits")}
                     {tab("audit", "Audit")}
                 </ul>
             </nav>
