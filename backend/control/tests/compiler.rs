@@ -22,8 +22,8 @@ use gatehouse_control::bundles;
 use gatehouse_control::services::sha256_hex;
 use gatehouse_store::testing::TestDb;
 use gatehouse_store::{
-    AccessRule, ApiToken, ROLE_MEMBER, ROLE_TENANT_ADMIN, Role, Server, SessionKeyRow, Store, Tenant, User,
-    VirtualServer,
+    AccessRule, ApiToken, ClassificationRuleRow, ROLE_MEMBER, ROLE_TENANT_ADMIN, RateLimitRow, Role, Server,
+    SessionKeyRow, Store, Suspension, Tenant, User, VirtualServer,
 };
 use serde_json::{Value, json};
 
@@ -65,6 +65,61 @@ struct Fixture {
     /// A virtual server and its upstream server ids, in order.
     virtual_servers: Vec<(VirtualServer, Vec<String>)>,
     tokens: Vec<ApiToken>,
+    classification: Vec<ClassificationRuleRow>,
+    suspensions: Vec<Suspension>,
+    rate_limits: Vec<RateLimitRow>,
+}
+
+fn data_rule(id: &str, detector: &str, action: &str, servers: &str, labels: &str, at: i64) -> ClassificationRuleRow {
+    ClassificationRuleRow {
+        tenant_id: ACME.into(),
+        id: id.into(),
+        name: id.into(),
+        detector: detector.into(),
+        pattern: (detector == "pattern").then(|| "ACME-[0-9]{6}".to_owned()),
+        action: action.into(),
+        scope: "both".into(),
+        servers_json: servers.into(),
+        labels_json: labels.into(),
+        created_at_ms: T0 + at,
+    }
+}
+
+fn suspension(id: &str, kind: &str, target: &str, tool: &str, at: i64) -> Suspension {
+    Suspension {
+        tenant_id: ACME.into(),
+        id: id.into(),
+        kind: kind.into(),
+        target_id: target.into(),
+        tool: tool.into(),
+        reason: format!("{kind} incident"),
+        created_by: "carol@acme.test".into(),
+        created_at_ms: T0 + at,
+    }
+}
+
+fn rate_limit(
+    id: &str,
+    scope: &str,
+    role_id: Option<&str>,
+    server_id: Option<&str>,
+    tool: Option<&str>,
+    at: i64,
+) -> RateLimitRow {
+    RateLimitRow {
+        tenant_id: ACME.into(),
+        id: id.into(),
+        scope: scope.into(),
+        role_id: role_id.map(Into::into),
+        user_id: None,
+        server_id: server_id.map(Into::into),
+        tool: tool.map(Into::into),
+        requests: 60,
+        per_seconds: 60,
+        burst: (scope == "tenant").then_some(120),
+        description: String::new(),
+        created_at_ms: T0 + at,
+    }
 }
 
 fn tool(name: &str, annotations: Option<Value>, params: &[&str]) -> Value {
@@ -378,6 +433,23 @@ fn fixture() -> Fixture {
             token(ACME, "tk-bob-ci", "us-bob", SECRET_BOB_CI, Some(T0 + 30 * 86_400_000), None),
             token(BETA, "tk-zed", "us-zed", SECRET_ZED, None, None),
         ],
+        classification: vec![
+            // By label: fs carries PII; db carries PCI.
+            data_rule("dc-mail", "email", "redact", "[]", r#"["PII"]"#, 70),
+            data_rule("dc-cards", "card_number", "block", r#"["github"]"#, r#"["PCI"]"#, 71),
+            // Everywhere.
+            data_rule("dc-ids", "pattern", "log", "[]", "[]", 72),
+            // A label no server carries: left out of the bundle (it applies nowhere).
+            data_rule("dc-phi", "us_ssn", "block", "[]", r#"["PHI"]"#, 73),
+        ],
+        suspensions: vec![
+            suspension("su-dave", "user", "us-dave", "", 80),
+            suspension("su-update", "tool", "sv-github", "update_issue", 81),
+        ],
+        rate_limits: vec![
+            rate_limit("rl-tenant", "tenant", None, None, None, 90),
+            rate_limit("rl-writers", "role", Some("ro-writer"), Some("sv-fs"), Some("write_*"), 91),
+        ],
     }
 }
 
@@ -459,6 +531,15 @@ async fn populate(store: &Store, order: Order) {
         }
         for (vs, upstreams) in ordered(&f.virtual_servers, order) {
             store.create_virtual_server(&vs, &upstreams).await.unwrap();
+        }
+        for r in ordered(&f.classification, order) {
+            store.insert_classification_rule(&r).await.unwrap();
+        }
+        for r in ordered(&f.suspensions, order) {
+            store.insert_suspension(&r).await.unwrap();
+        }
+        for r in ordered(&f.rate_limits, order) {
+            store.insert_rate_limit(&r).await.unwrap();
         }
     };
     match order {
@@ -615,7 +696,21 @@ async fn compiles_to_the_snapshot(store: Store) {
     assert!(query(json!({ "database": "analytics_sales", "sql": "select 1" })));
     assert!(!query(json!({ "database": "payroll", "sql": "select 1" })));
     assert!(!query(json!({ "database": "analytics_sales", "limit": 5000 })));
-    assert_eq!(p.authorize_tool("us-dave", "github", "get_file").rule(), "default-deny");
+    // The kill list, the data rules and the rate limits, compiled.
+    assert_eq!(p.authorize_tool("us-dave", "github", "get_file").rule(), "kill:user");
+    assert_eq!(p.authorize_tool("us-carol", "github", "update_issue").rule(), "kill:tool:github:update_issue");
+    let data: Vec<(&str, Vec<&str>)> = content
+        .classification
+        .iter()
+        .map(|r| (r.id.as_str(), r.servers.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(
+        data,
+        [("dc-cards", vec!["db", "github"]), ("dc-ids", vec![]), ("dc-mail", vec!["fs"])],
+        "labels resolved to servers; a rule whose label no server carries is left out"
+    );
+    let limits: Vec<String> = p.rate_limits_for("us-bob", "fs", "write_file").map(|l| l.limit.id.clone()).collect();
+    assert_eq!(limits, ["rl-tenant", "rl-writers"], "bob holds writer");
     assert!(p.authenticate(SECRET_ALICE_OLD, T0 + 1000).is_err());
     assert_eq!(p.authenticate(SECRET_ALICE_LAPTOP, T0 + 1000).unwrap().user_id, "us-alice");
     assert_eq!(p.virtual_server("pilot").unwrap().mode, gatehouse_core::rules::PolicyMode::Monitor);
