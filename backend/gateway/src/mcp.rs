@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use gatehouse_bundle::policy::{AuthFailure, Principal, VirtualServerRoute};
-use gatehouse_bundle::{Decision, DenyKind, TenantPolicy};
+use gatehouse_bundle::{Decision, DenyKind, Listing, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
 use gatehouse_core::jsonrpc::{
@@ -959,10 +959,11 @@ async fn tools_list(
             let monitor = route.mode == PolicyMode::Monitor;
             let visible: Vec<Value> = listed
                 .into_iter()
-                .filter(|l| match policy.authorize_tool(&principal.user_id, &l.route.server, &l.route.name) {
-                    Decision::Allow { .. } => true,
+                .filter(|l| match policy.listing(&principal.user_id, &l.route.server, &l.route.name) {
+                    Listing::Visible => true,
                     // Monitor mode lists what access policy would hide, never what the kill switch hides.
-                    Decision::Deny { kind, .. } => monitor && kind != DenyKind::Suspended,
+                    Listing::Hidden => monitor,
+                    Listing::Suspended => false,
                 })
                 .map(|l| l.tool)
                 .collect();

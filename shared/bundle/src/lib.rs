@@ -17,5 +17,5 @@ pub mod rules;
 pub mod signing;
 
 pub use format::{Bundle, Content, Manifest, SCHEMA_VERSION};
-pub use policy::{Decision, DenyKind, TenantPolicy};
+pub use policy::{Decision, DenyKind, Listing, TenantPolicy};
 pub use signing::{BundleError, KeyRing, SignedBundle, SigningKey};

@@ -373,85 +373,145 @@ impl TenantPolicy {
     }
 
     fn decide(&self, user_id: &str, server: &str, tool: &str, call: Option<Option<&Map<String, Value>>>) -> Decision {
+        self.verdict(user_id, server, tool, call).decision(server, tool)
+    }
+
+    /// Whether `tools/list` shows `tool` of `server` to `user_id`: [`TenantPolicy::authorize_tool`]
+    /// without building the words of a refusal (a list hides most tools of a large server).
+    pub fn listing(&self, user_id: &str, server: &str, tool: &str) -> Listing {
+        match self.verdict(user_id, server, tool, None) {
+            Verdict::Granted(_) | Verdict::Allowed(..) => Listing::Visible,
+            Verdict::KilledServer(_) | Verdict::KilledTool(_) | Verdict::KilledUser(_) => Listing::Suspended,
+            Verdict::UnknownUser | Verdict::NotGranted | Verdict::Denied(_) | Verdict::ArgumentsRefused(..) => {
+                Listing::Hidden
+            }
+        }
+    }
+
+    /// The decision, as references into the policy: nothing is allocated until it is put in words.
+    fn verdict<'a>(
+        &'a self,
+        user_id: &str,
+        server: &str,
+        tool: &str,
+        call: Option<Option<&Map<String, Value>>>,
+    ) -> Verdict<'a> {
         if let Some(reason) = self.killed_servers.get(server) {
-            return Decision::Deny {
-                reason: format!("server '{server}' is suspended by a tenant admin: {reason}"),
-                rule: format!("kill:server:{server}"),
-                kind: DenyKind::Suspended,
-            };
+            return Verdict::KilledServer(reason);
         }
         if let Some(reason) = self.killed_tools.get(server).and_then(|tools| tools.get(tool)) {
-            return Decision::Deny {
-                reason: format!("tool '{tool}' of server '{server}' is suspended by a tenant admin: {reason}"),
-                rule: format!("kill:tool:{server}:{tool}"),
-                kind: DenyKind::Suspended,
-            };
+            return Verdict::KilledTool(reason);
         }
         if let Some(reason) = self.killed_users.get(user_id) {
-            return Decision::Deny {
-                reason: format!("your access is suspended by a tenant admin: {reason}"),
-                rule: "kill:user".into(),
-                kind: DenyKind::Suspended,
-            };
+            return Verdict::KilledUser(reason);
         }
-        let Some((_, grants)) = self.users.get(user_id) else {
-            return Decision::Deny {
-                reason: "user is not known to this tenant's policy".into(),
-                rule: DEFAULT_DENY.into(),
-                kind: DenyKind::NotGranted,
-            };
-        };
-        let not_granted = || Decision::Deny {
-            reason: format!(
-                "tool '{tool}' of server '{server}' is not granted to you by any of your access roles; ask a tenant admin to grant it"
-            ),
-            rule: DEFAULT_DENY.into(),
-            kind: DenyKind::NotGranted,
-        };
-        let Some(g) = grants.get(server) else { return not_granted() };
+        let Some((_, grants)) = self.users.get(user_id) else { return Verdict::UnknownUser };
+        let Some(g) = grants.get(server) else { return Verdict::NotGranted };
         if let Some(rule) = g.deny.iter().find(|r| r.selects(tool)) {
-            let why = if rule.description.is_empty() { String::new() } else { format!(": {}", rule.description) };
-            return Decision::Deny {
-                reason: format!(
-                    "tool '{tool}' of server '{server}' is denied by rule {} of access role '{}'{why}",
-                    rule.id, rule.role
-                ),
-                rule: rule.id.clone(),
-                kind: DenyKind::NotGranted,
-            };
+            return Verdict::Denied(rule);
         }
-        if let Some((role, rule)) = g.tools.get(tool).or(g.all.as_ref()) {
-            return Decision::Allow { role: role.clone(), rule: rule.clone(), constrained: false };
+        if let Some(grant) = g.tools.get(tool).or(g.all.as_ref()) {
+            return Verdict::Granted(grant);
         }
-        let allow = |r: &CompiledRule, constrained: bool| Decision::Allow {
-            role: r.role.clone(),
-            rule: r.id.clone(),
-            constrained,
-        };
-        let mut selecting = g.allow.iter().filter(|r| r.selects(tool)).peekable();
         if let Some(r) = g.allow.iter().find(|r| !r.is_constrained() && r.selects(tool)) {
-            return allow(r, false);
+            return Verdict::Allowed(r, false);
         }
+        let mut selecting = g.allow.iter().filter(|r| r.selects(tool));
         let Some(arguments) = call else {
-            return selecting.next().map_or_else(not_granted, |r| allow(r, true));
+            return selecting.next().map_or(Verdict::NotGranted, |r| Verdict::Allowed(r, true));
         };
         let mut first_refusal = None;
         for r in selecting {
             match r.check(arguments) {
-                Ok(()) => return allow(r, false),
+                Ok(()) => return Verdict::Allowed(r, false),
                 Err(why) => {
-                    first_refusal.get_or_insert_with(|| Decision::Deny {
-                        reason: format!(
-                            "tool '{tool}' of server '{server}': {why} (rule {} of access role '{}')",
-                            r.id, r.role
-                        ),
-                        rule: r.id.clone(),
-                        kind: DenyKind::Arguments,
-                    });
+                    first_refusal.get_or_insert(Verdict::ArgumentsRefused(r, why));
                 }
             }
         }
-        first_refusal.unwrap_or_else(not_granted)
+        first_refusal.unwrap_or(Verdict::NotGranted)
+    }
+}
+
+/// What `tools/list` does with one tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Granted (possibly only with parameter constraints).
+    Visible,
+    /// Not granted, or denied by a rule (monitor mode lists it anyway).
+    Hidden,
+    /// Suspended by the kill switch (hidden in every mode).
+    Suspended,
+}
+
+/// A decision before it is put in words.
+enum Verdict<'a> {
+    KilledServer(&'a str),
+    KilledTool(&'a str),
+    KilledUser(&'a str),
+    UnknownUser,
+    NotGranted,
+    Denied(&'a CompiledRule),
+    /// A plain grant: (role, rule id).
+    Granted(&'a (String, String)),
+    /// An allow rule; `true` when allowed only with constraints (listing).
+    Allowed(&'a CompiledRule, bool),
+    /// The first constrained rule's first broken constraint.
+    ArgumentsRefused(&'a CompiledRule, String),
+}
+
+impl Verdict<'_> {
+    fn decision(self, server: &str, tool: &str) -> Decision {
+        let deny = |reason: String, rule: String, kind| Decision::Deny { reason, rule, kind };
+        match self {
+            Verdict::KilledServer(reason) => deny(
+                format!("server '{server}' is suspended by a tenant admin: {reason}"),
+                format!("kill:server:{server}"),
+                DenyKind::Suspended,
+            ),
+            Verdict::KilledTool(reason) => deny(
+                format!("tool '{tool}' of server '{server}' is suspended by a tenant admin: {reason}"),
+                format!("kill:tool:{server}:{tool}"),
+                DenyKind::Suspended,
+            ),
+            Verdict::KilledUser(reason) => deny(
+                format!("your access is suspended by a tenant admin: {reason}"),
+                "kill:user".into(),
+                DenyKind::Suspended,
+            ),
+            Verdict::UnknownUser => {
+                deny("user is not known to this tenant's policy".into(), DEFAULT_DENY.into(), DenyKind::NotGranted)
+            }
+            Verdict::NotGranted => deny(
+                format!(
+                    "tool '{tool}' of server '{server}' is not granted to you by any of your access roles; ask a tenant admin to grant it"
+                ),
+                DEFAULT_DENY.into(),
+                DenyKind::NotGranted,
+            ),
+            Verdict::Denied(rule) => {
+                let why = if rule.description.is_empty() { String::new() } else { format!(": {}", rule.description) };
+                deny(
+                    format!(
+                        "tool '{tool}' of server '{server}' is denied by rule {} of access role '{}'{why}",
+                        rule.id, rule.role
+                    ),
+                    rule.id.clone(),
+                    DenyKind::NotGranted,
+                )
+            }
+            Verdict::Granted((role, rule)) => {
+                Decision::Allow { role: role.clone(), rule: rule.clone(), constrained: false }
+            }
+            Verdict::Allowed(r, constrained) => {
+                Decision::Allow { role: r.role.clone(), rule: r.id.clone(), constrained }
+            }
+            Verdict::ArgumentsRefused(r, why) => deny(
+                format!("tool '{tool}' of server '{server}': {why} (rule {} of access role '{}')", r.id, r.role),
+                r.id.clone(),
+                DenyKind::Arguments,
+            ),
+        }
     }
 }
 
@@ -715,6 +775,9 @@ mod tests {
             }
         );
         assert!(p.authorize_tool("u2", "everything", "echo").is_allow(), "other tools stay");
+        assert_eq!(p.listing("u2", "everything", "get-sum"), Listing::Suspended);
+        assert_eq!(p.listing("u2", "everything", "echo"), Listing::Visible);
+        assert_eq!(p.listing("u3", "everything", "echo"), Listing::Hidden, "u3 has no roles");
         assert_eq!(p.authorize_tool("u2", "other", "x").rule(), "kill:server:other");
         // A suspended server is not routed at all; the route says why.
         let vs = p.virtual_server("dev").unwrap();

@@ -40,13 +40,19 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: Vec<char>,
+    /// The pattern as bytes when it is ASCII (the fast path).
+    ascii: Option<Vec<u8>>,
     literal: bool,
 }
 
 impl Glob {
     /// Compiles a glob; a pattern without `*` or `?` matches exactly itself.
     pub fn new(pattern: &str) -> Self {
-        Self { pattern: pattern.chars().collect(), literal: !pattern.contains(['*', '?']) }
+        Self {
+            pattern: pattern.chars().collect(),
+            ascii: pattern.is_ascii().then(|| pattern.as_bytes().to_vec()),
+            literal: !pattern.contains(['*', '?']),
+        }
     }
 
     /// Whether the glob is a plain name.
@@ -59,36 +65,41 @@ impl Glob {
         if self.literal {
             return self.pattern.len() == name.chars().count() && self.pattern.iter().copied().eq(name.chars());
         }
-        // Iterative wildcard matching: on a mismatch, retry from the last `*` one character later.
-        let name: Vec<char> = name.chars().collect();
-        let (mut p, mut n) = (0usize, 0usize);
-        let mut star: Option<(usize, usize)> = None;
-        while n < name.len() {
-            match self.pattern.get(p) {
-                Some('*') => {
-                    star = Some((p, n));
-                    p += 1;
-                }
-                Some('?') => {
-                    p += 1;
-                    n += 1;
-                }
-                Some(c) if *c == name[n] => {
-                    p += 1;
-                    n += 1;
-                }
-                _ => match star {
-                    Some((sp, sn)) => {
-                        p = sp + 1;
-                        n = sn + 1;
-                        star = Some((sp, sn + 1));
-                    }
-                    None => return false,
-                },
-            }
+        match &self.ascii {
+            // Tool names are ASCII in practice: match bytes, without allocating.
+            Some(pattern) if name.is_ascii() => wildcard(pattern, name.as_bytes()),
+            _ => wildcard(&self.pattern, &name.chars().collect::<Vec<char>>()),
         }
-        self.pattern[p..].iter().all(|c| *c == '*')
     }
+}
+
+/// Iterative wildcard matching (`*` any run, `?` one item): on a mismatch, retry from the last `*`
+/// one item later.
+fn wildcard<T: Copy + PartialEq + From<u8>>(pattern: &[T], name: &[T]) -> bool {
+    let (many, one) = (T::from(b'*'), T::from(b'?'));
+    let (mut p, mut n) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(&c) if c == many => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == one || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == many)
 }
 
 /// The tool definitions a server last reported, by name.
