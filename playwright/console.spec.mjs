@@ -237,6 +237,24 @@ let loadCount = 0;
 // ------------------------------------------------------------------ MCP client (to make audit events)
 
 /** One JSON-RPC request to a Streamable HTTP endpoint; answers JSON or SSE. */
+/** Opens a session on the virtual server with the token and calls one tool; `null` while the gateway
+ * does not accept the token yet (the bundle is on its way). */
+async function callInFreshSession(endpoint, token, tool, args) {
+  const init = await mcpRequest(endpoint, token, {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'console-spec', version: '1.0.0' } },
+  });
+  if (!init.sessionId) return null;
+  return mcpRequest(
+    endpoint,
+    token,
+    { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: tool, arguments: args } },
+    init.sessionId,
+  );
+}
+
 async function mcpRequest(url, token, body, sessionId) {
   const headers = {
     'content-type': 'application/json',
@@ -599,19 +617,8 @@ async function main() {
       await snap('11-data-rules');
       // The gateway applies it once the new bundle arrives.
       await waitFor('the gateway to redact the e-mail address', 20_000, async () => {
-        const init = await mcpRequest(endpoint, secret, {
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'initialize',
-          params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'console-spec', version: '1.0.0' } },
-        });
-        if (!init.sessionId) return false;
-        const call = await mcpRequest(
-          endpoint,
-          secret,
-          { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'mail bob@example.com' } } },
-          init.sessionId,
-        );
+        const call = await callInFreshSession(endpoint, secret, 'echo', { message: 'mail bob@example.com' });
+        if (!call) return false;
         return call.text.includes('[REDACTED:email]') && !call.text.includes('bob@example.com');
       });
     });
@@ -632,19 +639,8 @@ async function main() {
       await snap('12-rate-limits');
       // Once the bundle is there, the second echo of the hour is refused with Retry-After.
       await waitFor('the gateway to answer 429', 20_000, async () => {
-        const init = await mcpRequest(endpoint, secret, {
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'initialize',
-          params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'console-spec', version: '1.0.0' } },
-        });
-        if (!init.sessionId) return false;
-        const call = await mcpRequest(
-          endpoint,
-          secret,
-          { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { message: 'again' } } },
-          init.sessionId,
-        );
+        const call = await callInFreshSession(endpoint, secret, 'echo', { message: 'again' });
+        if (!call) return false;
         return call.status === 429;
       });
       // Remove it again, so the steps after this one are not limited.
