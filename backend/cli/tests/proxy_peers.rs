@@ -3,6 +3,8 @@
 //! official TypeScript and Python SDK clients through it. Each client lists and calls tools, runs a
 //! long operation and receives its progress notifications, answers a sampling request the server
 //! sends in the middle of a tool call, lists and reads resources, lists and gets prompts, and pings.
+//! The MCP Inspector's CLI (`@modelcontextprotocol/inspector --cli`, on the v2 SDK client) then lists,
+//! calls, reads and gets through the same virtual server, one process per method as a developer runs it.
 
 mod common;
 
@@ -148,4 +150,83 @@ async fn official_sdk_clients_use_every_feature_through_the_gateway() {
     eprintln!("Python SDK client: {py}");
     assert_eq!(py["protocolVersion"], "2025-11-25", "the Python client fell back from server/discover");
     check("Python", &py);
+
+    inspector_cli(&endpoint, &token).await;
+}
+
+/// One `mcp-inspector --cli` run (at most 60 s): the JSON it prints, or its error output.
+async fn inspector(catalog: &std::path::Path, endpoint: &str, token: &str, args: &[&str]) -> Result<Value, String> {
+    let launcher = peers_dir().join("@modelcontextprotocol/inspector/clients/launcher/build/index.js");
+    let auth = format!("Authorization: Bearer {token}");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg(&launcher)
+            .args(["--cli", endpoint, "--transport", "http", "--header", &auth])
+            .args(args)
+            // Its catalog of known servers goes to a scratch file, not the home directory.
+            .env("MCP_CATALOG_PATH", catalog)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("mcp-inspector --cli {args:?} hung"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))
+}
+
+/// The MCP Inspector CLI through the gateway: it sees the granted tools only, calls one, reads a
+/// resource, gets a prompt, and cannot reach an ungranted tool.
+async fn inspector_cli(endpoint: &str, token: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let catalog = scratch.path().join("mcp.json");
+    let run = |args: &'static [&'static str]| {
+        let catalog = catalog.clone();
+        async move {
+            inspector(&catalog, endpoint, token, args)
+                .await
+                .unwrap_or_else(|e| panic!("mcp-inspector --cli {args:?} failed through the gateway: {e}"))
+        }
+    };
+
+    let listed = run(&["--method", "tools/list"]).await;
+    let mut tools: Vec<&str> =
+        listed["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    tools.sort_unstable();
+    // Granted are echo, the long operation and the sampling tool; the upstream offers the sampling
+    // tool only to clients that declare sampling, which the Inspector's CLI does not.
+    assert_eq!(tools, ["echo", "trigger-long-running-operation"], "Inspector: {listed}");
+
+    let echoed =
+        run(&["--method", "tools/call", "--tool-name", "echo", "--tool-arg", "message=from the inspector"]).await;
+    assert_eq!(echoed["content"][0]["text"], "Echo: from the inspector", "Inspector: {echoed}");
+
+    let resources = run(&["--method", "resources/list"]).await;
+    let first =
+        resources["resources"][0]["uri"].as_str().unwrap_or_else(|| panic!("Inspector: {resources}")).to_owned();
+    let read = inspector(&catalog, endpoint, token, &["--method", "resources/read", "--uri", &first])
+        .await
+        .unwrap_or_else(|e| panic!("mcp-inspector resources/read {first}: {e}"));
+    assert_eq!(read["contents"][0]["uri"], first.as_str(), "Inspector: {read}");
+
+    let prompts = run(&["--method", "prompts/list"]).await;
+    assert!(
+        prompts["prompts"].as_array().unwrap().iter().any(|p| p["name"] == "simple-prompt"),
+        "Inspector: {prompts}"
+    );
+    let prompt = run(&["--method", "prompts/get", "--prompt-name", "simple-prompt"]).await;
+    assert!(prompt["messages"].as_array().is_some_and(|m| !m.is_empty()), "Inspector: {prompt}");
+
+    // A tool the role does not grant (server-everything has it): the gateway leaves it out of the
+    // list, so the Inspector, which looks a tool up before calling it, does not find it.
+    let refused = inspector(&catalog, endpoint, token, &["--method", "tools/call", "--tool-name", "get-env"]).await;
+    let refusal = match refused {
+        Ok(answer) => panic!("Inspector called an ungranted tool: {answer}"),
+        Err(output) => output,
+    };
+    assert!(refusal.contains("\"tool_not_found\""), "Inspector: {refusal}");
 }
