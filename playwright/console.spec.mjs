@@ -327,6 +327,8 @@ async function main() {
       {
         GATEHOUSE_ADMIN_EMAIL: ADMIN_EMAIL,
         GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        // stdio upstreams (docs/decisions/0016-stdio-and-sse-upstreams.md): only `node` may be launched.
+        GATEHOUSE_STDIO_COMMANDS: 'node',
         RUST_LOG: process.env.RUST_LOG || 'info',
         NO_COLOR: '1',
       },
@@ -691,6 +693,149 @@ async function main() {
       await openTab('tokens', 'API tokens');
       await byTestId(`revoke-${TOKEN}`).click();
       await waitText(`token-${TOKEN}`, 'revoked');
+    });
+
+    // ---- Publishing (decision 0015): reviewed mode, the draft's diff, publish, rollback.
+    await step('reviewed publishing: a grant waits in the draft, is published with a note, and rolled back', async () => {
+      await openTab('publish', 'Publish');
+      await hydrated();
+      await waitText('publishing-mode', 'automatic');
+      await byTestId('publish-submit').click();
+      await waitText('publish-error', 'nothing to publish');
+      await byTestId('mode-switch').click();
+      await waitText('publishing-mode', 'reviewed');
+      // Grant get-sum: it waits in the draft.
+      await openTab('roles', 'Access roles');
+      await hydrated();
+      await byTestId(`grant-${ROLE}-${SERVER}-get-sum`).check();
+      await byTestId(`save-grants-${ROLE}`).click();
+      await waitText(`grants-${ROLE}`, 'get-sum');
+      await openTab('publish', 'Publish');
+      await hydrated();
+      const diff = await waitText('access-diff', USER);
+      assert(diff.includes(`${SERVER}/get-sum`), `access diff: ${diff}`);
+      await waitText('replay-summary', 'Replayed');
+      await byTestId('publish-note').fill('console spec: get-sum for the analyst');
+      await byTestId('publish-submit').click();
+      await waitText('draft-state', 'Nothing to publish');
+      const history = await waitText('publications', 'console spec: get-sum for the analyst');
+      assert(history.includes(ADMIN_EMAIL), `publications: ${history}`);
+      await snap('14-publish');
+      // Roll back to the publication before it: the draft keeps the grant and says so.
+      const rows = byTestId('publications').locator('button', { hasText: 'Roll back to this' });
+      await rows.first().click();
+      await waitText('rolled-back', 'rolled-back revision');
+      await waitText('publications', 'rollback to #');
+      // Leave the tenant as the steps after this one expect it: get-sum not granted, automatic publishing.
+      await openTab('roles', 'Access roles');
+      await hydrated();
+      await byTestId(`grant-${ROLE}-${SERVER}-get-sum`).uncheck();
+      await byTestId(`save-grants-${ROLE}`).click();
+      await waitFor('get-sum to leave the grants', WAIT_MS, async () => {
+        const text = (await byTestId(`grants-${ROLE}`).textContent()) ?? '';
+        return text.includes('echo') && !text.includes('get-sum');
+      });
+      await openTab('publish', 'Publish');
+      await hydrated();
+      await waitText('draft-state', 'Nothing to publish');
+      await byTestId('mode-switch').click();
+      await waitText('publishing-mode', 'automatic');
+    });
+
+    // Groups, attributes and CEL conditions (docs/decisions/0012-groups-and-conditions.md): a bad
+    // condition is refused naming the field and the place; a good one is saved and shown.
+    await step('groups and attributes; a rule condition with a bad CIDR is refused naming the field', async () => {
+      await openTab('groups', 'Groups');
+      await hydrated();
+      await byTestId('group-slug').fill('oncall');
+      await byTestId('group-name').fill('On call');
+      await byTestId('group-create').click();
+      await waitText('group-oncall', 'On call');
+      await byTestId('attrs-email').fill(USER);
+      await byTestId('attrs-text').fill('department=payments');
+      await byTestId('attrs-save').click();
+      await waitText('attrs-saved', 'Saved: department=payments');
+      await openTab('roles', 'Access roles');
+      await hydrated();
+      const mark = await markDocument();
+      await byTestId(`add-rule-open-${ROLE}`).click();
+      await byTestId(`rule-${ROLE}-effect`).selectOption('allow');
+      await byTestId(`rule-${ROLE}-server`).selectOption(SERVER);
+      await byTestId(`rule-${ROLE}-tools`).fill('get-tiny-image');
+      await byTestId(`rule-${ROLE}-condition`).fill("inCidr(client.ip, '10.0.0.0/33')");
+      await byTestId(`add-rule-${ROLE}`).click();
+      const refused = await waitText(`add-rule-error-${ROLE}`, 'condition: line 1, column 19');
+      assert(refused.includes('the prefix length must be a number from 0 to 32'), `refusal: ${refused}`);
+      await byTestId(`rule-${ROLE}-condition`).fill("'oncall' in user.groups");
+      await byTestId(`add-rule-${ROLE}`).click();
+      await waitText(`rule-${ROLE}-get-tiny-image`, "only when 'oncall' in user.groups");
+      await assertSameDocument(mark);
+      await snap('15-conditions');
+    });
+
+    // Gateway status (docs/decisions/0014-gateway-groups.md): the worker of `serve` reports the revision
+    // it runs for this tenant; the overview's Gateways card shows it as the newest, online.
+    await step('the overview shows the gateway worker running the newest revision', async () => {
+      await byTestId('tab-overview').click();
+      await page.getByRole('heading', { name: 'Gateways', exact: true }).waitFor({ timeout: WAIT_MS });
+      await hydrated();
+      await waitText('gateway-group', 'Gateway group default');
+      const row = await waitFor('a worker marked latest and online', WAIT_MS, async () => {
+        await byTestId('gateways-refresh').click();
+        const table = byTestId('gateway-workers');
+        if ((await table.count()) === 0) return false;
+        const text = (await table.first().textContent()) ?? '';
+        return text.includes('latest') && text.includes('online') ? text : false;
+      });
+      assert(!row.includes('behind'), `a worker is behind: ${row}`);
+      await snap('16-gateways');
+    });
+
+    // Virtual-server shaping (docs/decisions/0013-virtual-server-shaping.md): a self-contained block.
+    await step('shape a tool: a bad fixed value is refused naming the field; rename and fix; prefix strategy', async () => {
+      await openTab('virtual-servers', 'Virtual servers');
+      const mark = await markDocument();
+      const row = (tool) => byTestId(`shape-tool-${SERVER}-${tool}`);
+      await row('get-sum').waitFor({ timeout: WAIT_MS });
+      await row('get-sum').locator('[data-testid=edit-override]').click();
+      await byTestId('ov-fixed').fill('{"a": "forty"}');
+      await byTestId('save-override').click();
+      await waitText('override-error', 'override.fixed.a: "forty" is not of the parameter\'s type "number"');
+      await byTestId('ov-fixed').fill('{"a": 40}');
+      await byTestId('ov-rename').fill('add-forty');
+      await byTestId('save-override').click();
+      await waitText(`shape-tool-${SERVER}-get-sum`, 'add-forty');
+      const params = (await row('get-sum').locator('[data-testid=params]').textContent())?.trim();
+      assert(params === 'b', `the fixed parameter is still advertised: ${params}`);
+      await byTestId('shape-strategy').selectOption('prefix');
+      await byTestId('save-strategy').click();
+      await waitText(`shape-tool-${SERVER}-echo`, `${SERVER}__echo`);
+      assert((await row('get-sum').locator('[data-testid=exposed]').textContent())?.trim() === 'add-forty', 'a rename is never prefixed');
+      await assertSameDocument(mark);
+      await snap('16-shaping');
+    });
+
+    // stdio upstreams (docs/decisions/0016-stdio-and-sse-upstreams.md): a self-contained block.
+    await step('register a stdio server; a command off the allow-list is refused naming the field', async () => {
+      await openTab('servers', 'Upstream MCP servers');
+      await hydrated();
+      const mark = await markDocument();
+      await byTestId('server-slug').fill('local');
+      await byTestId('server-name').fill('Local everything');
+      await byTestId('server-transport').selectOption('stdio');
+      await byTestId('server-command').fill('/usr/bin/touch');
+      await byTestId('server-args').fill('/tmp/gatehouse-console-spec-must-not-exist');
+      await byTestId('register-server').click();
+      await waitText('register-server-error', 'command: ');
+      assert((await textOf('register-server-error')).includes('stdio_commands'), 'the refusal names the setting');
+      assert(!fs.existsSync('/tmp/gatehouse-console-spec-must-not-exist'), 'a refused command was launched');
+      await byTestId('server-command').fill('node');
+      await byTestId('server-args').fill(`${path.join(PEERS, '@modelcontextprotocol/server-everything/dist/index.js')}\nstdio`);
+      await byTestId('register-server').click();
+      await waitText('tools-local', 'get-env', 30_000);
+      await waitText('transport-local', 'stdio: node ');
+      await assertSameDocument(mark);
+      await snap('17-stdio-server');
     });
 
     await step('sign out', async () => {

@@ -142,7 +142,8 @@ pub const LIVE_QUERY: &str = "query($t: String!) {
   roles(tenant: $t) {
     slug description grants { server tool } members
     rules { id server effect tools annotation { hint value }
-            params { param optional equals oneOf pattern min max maxLength pathPrefixes urlHosts } description }
+            params { param optional equals oneOf pattern min max maxLength pathPrefixes urlHosts } description
+            condition }
   }
   virtualServers(tenant: $t) { slug name upstreams mode }
   servers(tenant: $t) { slug tools { name } }
@@ -166,6 +167,9 @@ fn rule_input(rule: &RuleSpec) -> Value {
     });
     if let Some(a) = rule.annotation {
         v["annotation"] = json!({ "hint": a.hint.graphql(), "value": a.value });
+    }
+    if let Some(c) = &rule.condition {
+        v["condition"] = json!(c);
     }
     v
 }
@@ -341,6 +345,7 @@ mod tests {
             annotation: Some(AnnotationSpec { hint: Hint::ReadOnly, value: true }),
             params: vec![ParamSpec { param: "a".into(), max: Some(3.0), ..Default::default() }],
             description: "why".into(),
+            condition: None,
         };
         assert_eq!(
             rule_input(&rule),
@@ -348,5 +353,7 @@ mod tests {
                     "annotation": { "hint": "READ_ONLY", "value": true },
                     "params": [{ "param": "a", "max": 3.0 }], "description": "why" })
         );
+        let conditional = RuleSpec { condition: Some("'oncall' in user.groups".into()), ..rule };
+        assert_eq!(rule_input(&conditional)["condition"], "'oncall' in user.groups", "the condition travels");
     }
 }

@@ -41,9 +41,17 @@ pub struct SettingsArgs {
     /// Public signing key(s) a worker trusts (base64), repeatable.
     #[arg(long = "trusted-key", env = "GATEHOUSE_TRUSTED_KEYS", value_delimiter = ',', global = true)]
     trusted_keys: Vec<String>,
-    /// Gateway group.
+    /// Gateway group: the group a worker serves; on the control plane, the group of every tenant
+    /// not assigned to another one (`gatehouse groups assign`).
     #[arg(long, env = "GATEHOUSE_GROUP", global = true)]
     group: Option<String>,
+    /// The id a gateway worker reports its status under (default: host name plus a random suffix).
+    #[arg(long, env = "GATEHOUSE_WORKER_ID", global = true)]
+    worker_id: Option<String>,
+    /// The control plane's bundle signing key (PEM; default: signing-key.pem in the data dir,
+    /// created on first start). Pointing it at a new key is the switch step of a key rotation.
+    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_FILE", global = true)]
+    signing_key_file: Option<PathBuf>,
     /// Where the console's browser assets (pkg/) are.
     #[arg(long, env = "GATEHOUSE_SITE_ROOT", global = true)]
     site_root: Option<PathBuf>,
@@ -64,6 +72,11 @@ pub struct SettingsArgs {
     /// public network: it names every tenant the worker serves).
     #[arg(long, env = "GATEHOUSE_METRICS_TOKEN", global = true, hide_env_values = true)]
     metrics_token: Option<String>,
+    /// A command stdio upstream servers may run on this host (gateway worker and the control plane's
+    /// tool discovery), exactly as a server names it: `npx`, `/opt/mcp/bin/server`. Repeatable.
+    /// Default: none, so no bundle can launch anything.
+    #[arg(long = "stdio-command", env = "GATEHOUSE_STDIO_COMMANDS", value_delimiter = ',', global = true)]
+    stdio_commands: Vec<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -80,11 +93,14 @@ struct FileSettings {
     worker_token_file: Option<PathBuf>,
     trusted_keys: Option<Vec<String>>,
     group: Option<String>,
+    worker_id: Option<String>,
+    signing_key_file: Option<PathBuf>,
     site_root: Option<PathBuf>,
     admin_email: Option<String>,
     upstream_timeout_secs: Option<u64>,
     otlp_endpoint: Option<String>,
     metrics_token_file: Option<PathBuf>,
+    stdio_commands: Option<Vec<String>>,
 }
 
 /// Validated settings.
@@ -100,6 +116,10 @@ pub struct Settings {
     pub worker_token: Option<String>,
     pub trusted_keys: Vec<String>,
     pub group: String,
+    /// The worker's status-report id, if configured.
+    pub worker_id: Option<String>,
+    /// The signing key file, if not the data dir's.
+    pub signing_key_file: Option<PathBuf>,
     pub site_root: PathBuf,
     pub admin_email: String,
     pub admin_password: Option<String>,
@@ -108,6 +128,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// The bearer token of the gateway worker's `/metrics`, if it needs one.
     pub metrics_token: Option<String>,
+    /// The commands stdio upstream servers may run (empty: stdio servers are refused).
+    pub stdio_commands: Vec<String>,
 }
 
 impl Settings {
@@ -139,6 +161,13 @@ impl Settings {
         }
         let trusted_keys =
             if args.trusted_keys.is_empty() { file.trusted_keys.unwrap_or_default() } else { args.trusted_keys };
+        let stdio_commands: Vec<String> =
+            if args.stdio_commands.is_empty() { file.stdio_commands.unwrap_or_default() } else { args.stdio_commands };
+        let stdio_commands: Vec<String> =
+            stdio_commands.into_iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
+        if let Some(bad) = stdio_commands.iter().find(|c| c.contains('/') && !c.starts_with('/')) {
+            anyhow::bail!("stdio command {bad:?}: give a bare program name (looked up on PATH) or an absolute path");
+        }
         let timeout = args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(30);
         if timeout == 0 || timeout > 3600 {
             anyhow::bail!("upstream timeout must be between 1 and 3600 seconds, got {timeout}");
@@ -157,12 +186,15 @@ impl Settings {
             worker_token,
             trusted_keys,
             group: args.group.or(file.group).unwrap_or_else(|| "default".into()),
+            worker_id: args.worker_id.or(file.worker_id).filter(|w| !w.trim().is_empty()),
+            signing_key_file: args.signing_key_file.or(file.signing_key_file),
             site_root: args.site_root.or(file.site_root).unwrap_or_else(|| PathBuf::from("target/site")),
             admin_email: args.admin_email.or(file.admin_email).unwrap_or_else(|| "admin@gatehouse.local".into()),
             admin_password: args.admin_password,
             upstream_timeout: Duration::from_secs(timeout),
             otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty()),
             metrics_token,
+            stdio_commands,
         })
     }
 }
@@ -178,12 +210,15 @@ const KNOWN_ENV: &[&str] = &[
     "GATEHOUSE_WORKER_TOKEN",
     "GATEHOUSE_TRUSTED_KEYS",
     "GATEHOUSE_GROUP",
+    "GATEHOUSE_WORKER_ID",
+    "GATEHOUSE_SIGNING_KEY_FILE",
     "GATEHOUSE_SITE_ROOT",
     "GATEHOUSE_ADMIN_EMAIL",
     "GATEHOUSE_ADMIN_PASSWORD",
     "GATEHOUSE_UPSTREAM_TIMEOUT_SECS",
     "GATEHOUSE_OTLP_ENDPOINT",
     "GATEHOUSE_METRICS_TOKEN",
+    "GATEHOUSE_STDIO_COMMANDS",
     // Read by the test harness, not by the binary; listed so they are not reported as typos.
     "GATEHOUSE_TEST_DATABASE_URL",
     "GATEHOUSE_PEERS_DIR",
@@ -203,6 +238,29 @@ pub fn warn_unknown_env(vars: impl Iterator<Item = (String, String)>) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdio_commands_come_from_flags_or_the_file_and_relative_paths_are_refused() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let load = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
+                .unwrap();
+            Settings::load(cli.settings)
+        };
+        assert!(load(&[]).unwrap().stdio_commands.is_empty(), "off by default");
+        let s = load(&["--stdio-command", "npx", "--stdio-command", "/opt/mcp/bin/server"]).unwrap();
+        assert_eq!(s.stdio_commands, ["npx", "/opt/mcp/bin/server"]);
+        let e = load(&["--stdio-command", "bin/server"]).unwrap_err().to_string();
+        assert!(e.contains("bin/server") && e.contains("absolute path"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gatehouse.toml");
+        std::fs::write(&file, "stdio_commands = [\"node\"]\n").unwrap();
+        assert_eq!(load(&["--config", file.to_str().unwrap()]).unwrap().stdio_commands, ["node"]);
+    }
 
     #[test]
     fn unknown_gatehouse_variables_are_reported() {

@@ -4,6 +4,7 @@
 
 mod apply;
 mod config;
+mod operator;
 mod policy_file;
 
 use std::net::SocketAddr;
@@ -41,6 +42,12 @@ enum Command {
     Gateway,
     /// Prints the platform's public signing key (what `gateway --trusted-key` needs).
     PublicKey,
+    /// Gateway groups (operator): create, list, and assign a tenant to a group. Acts on the database.
+    #[command(subcommand)]
+    Groups(operator::GroupsCommand),
+    /// Bundle signing keys (operator): generate a new key for a rotation.
+    #[command(subcommand)]
+    Keys(operator::KeysCommand),
     /// Prints a tenant's access policy (roles, grants, rules, members, virtual servers) as YAML.
     Export(apply::ExportArgs),
     /// Makes a tenant's access policy what a YAML file says, printing the diff (--dry-run: only the diff).
@@ -77,8 +84,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Gateway => gateway(settings).await?,
         Command::PublicKey => {
             std::fs::create_dir_all(&settings.data_dir)?;
-            println!("{}", load_or_create_key(&settings.data_dir)?.public_base64());
+            println!("{}", load_or_create_key(&settings)?.public_base64());
         }
+        // Operator commands: a mistake is one line (`gatehouse: error: …`), not a backtrace.
+        Command::Groups(c) => return Ok(client_exit(operator::groups(&settings, c).await.map(|()| ExitCode::SUCCESS))),
+        Command::Keys(c) => return Ok(client_exit(operator::keys(c).map(|()| ExitCode::SUCCESS))),
         Command::Export(_) | Command::Apply(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -92,24 +102,36 @@ fn client_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     })
 }
 
-/// Loads the platform signing key from the data dir, creating it (mode 0600) on first start.
-fn load_or_create_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
-    let path = data_dir.join("signing-key.pem");
+/// Loads the platform signing key: the configured `signing_key_file` (which must exist), or the
+/// data dir's `signing-key.pem`, created (mode 0600) on first start.
+fn load_or_create_key(settings: &Settings) -> anyhow::Result<SigningKey> {
+    if let Some(path) = &settings.signing_key_file {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the signing key file {} (signing_key_file)", path.display()))?;
+        return SigningKey::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let path = settings.data_dir.join("signing-key.pem");
     if path.exists() {
         let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         return SigningKey::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
     }
     let key = SigningKey::generate();
+    write_key(&path, &key)?;
+    println!("gatehouse: created the platform signing key {} (id {})", path.display(), key.key_id());
+    Ok(key)
+}
+
+/// Writes a signing key to `path` (mode 0600) through a temporary file and a rename.
+fn write_key(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
     let tmp = path.with_extension("pem.tmp");
-    std::fs::write(&tmp, key.to_pem())?;
+    std::fs::write(&tmp, key.to_pem()).with_context(|| format!("writing {}", tmp.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     }
-    std::fs::rename(&tmp, &path)?;
-    println!("gatehouse: created the platform signing key {} (id {})", path.display(), key.key_id());
-    Ok(key)
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn random_token() -> String {
@@ -141,7 +163,7 @@ async fn build_control(
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", settings.data_dir.join("gatehouse.db").display()));
     let store = Store::connect(&url).await.with_context(|| format!("opening {}", gatehouse_store::redact_url(&url)))?;
-    let key = load_or_create_key(&settings.data_dir)?;
+    let key = load_or_create_key(settings)?;
     let control = ControlPlane::new(
         ControlConfig {
             gateway_public_url,
@@ -154,6 +176,8 @@ async fn build_control(
         key,
     )
     .await?;
+    // Tool discovery of stdio servers uses the same allow-list as the gateway workers.
+    control.services().set_stdio_commands(settings.stdio_commands.clone());
     let email = settings.admin_email.clone();
     match control.services().ensure_bootstrap_admin(&email, settings.admin_password.as_deref()).await? {
         Some(password) => println!(
@@ -187,20 +211,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let control_task = tokio::spawn(run_http(control_listener, handle.router));
     println!("gatehouse: control plane and console listening on {public_url}");
 
-    let gateway = Gateway::start(GatewayConfig {
-        // The worker talks to the control plane over HTTP even in one process, so `serve` exercises
-        // exactly the path a separate worker uses.
-        control_url: http_url(control_addr),
-        worker_token,
-        group: settings.group.clone(),
-        trusted_keys: vec![handle.control.services().bundles().public_key_base64()],
-        data_dir: settings.data_dir.join("gateway"),
-        public_url: gateway_public_url.clone(),
-        upstream_timeout: settings.upstream_timeout,
-        poll_wait: Duration::from_secs(25),
-        otlp_endpoint: settings.otlp_endpoint.clone(),
-        metrics_token: settings.metrics_token.clone(),
-    })
+    let gateway = Gateway::start_with(
+        GatewayConfig {
+            // The worker talks to the control plane over HTTP even in one process, so `serve` exercises
+            // exactly the path a separate worker uses.
+            control_url: http_url(control_addr),
+            worker_token,
+            group: settings.group.clone(),
+            trusted_keys: vec![handle.control.services().bundles().public_key_base64()],
+            data_dir: settings.data_dir.join("gateway"),
+            public_url: gateway_public_url.clone(),
+            upstream_timeout: settings.upstream_timeout,
+            poll_wait: Duration::from_secs(25),
+            otlp_endpoint: settings.otlp_endpoint.clone(),
+            metrics_token: settings.metrics_token.clone(),
+            stdio_commands: settings.stdio_commands.clone(),
+        },
+        operator::worker_options(&settings),
+    )
     .await?;
     let gateway_task = tokio::spawn(run_http(gateway_listener, gateway.router()));
     println!(
@@ -243,18 +271,22 @@ async fn gateway(settings: Settings) -> anyhow::Result<()> {
     }
     let (listener, addr) = bind(&settings.gateway_listen, "gateway").await?;
     let public_url = settings.gateway_public_url.clone().unwrap_or_else(|| http_url(addr));
-    let gateway = Gateway::start(GatewayConfig {
-        control_url: control_url.trim_end_matches('/').to_owned(),
-        worker_token,
-        group: settings.group.clone(),
-        trusted_keys: settings.trusted_keys.clone(),
-        data_dir: settings.data_dir.join("gateway"),
-        public_url: public_url.clone(),
-        upstream_timeout: settings.upstream_timeout,
-        poll_wait: Duration::from_secs(25),
-        otlp_endpoint: settings.otlp_endpoint.clone(),
-        metrics_token: settings.metrics_token.clone(),
-    })
+    let gateway = Gateway::start_with(
+        GatewayConfig {
+            control_url: control_url.trim_end_matches('/').to_owned(),
+            worker_token,
+            group: settings.group.clone(),
+            trusted_keys: settings.trusted_keys.clone(),
+            data_dir: settings.data_dir.join("gateway"),
+            public_url: public_url.clone(),
+            upstream_timeout: settings.upstream_timeout,
+            poll_wait: Duration::from_secs(25),
+            otlp_endpoint: settings.otlp_endpoint.clone(),
+            metrics_token: settings.metrics_token.clone(),
+            stdio_commands: settings.stdio_commands.clone(),
+        },
+        operator::worker_options(&settings),
+    )
     .await?;
     println!("gatehouse: gateway worker listening on {public_url}");
     tokio::select! {

@@ -260,6 +260,10 @@ pub struct RuleSpec {
     /// Why the rule exists.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// A CEL condition: the rule applies only when it is true
+    /// (`docs/decisions/0012-groups-and-conditions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 impl RuleSpec {
@@ -277,6 +281,9 @@ impl RuleSpec {
         if !self.params.is_empty() {
             let params: Vec<String> = self.params.iter().map(ParamSpec::summary).collect();
             s.push_str(&format!(" with {}", params.join(", ")));
+        }
+        if let Some(c) = &self.condition {
+            s.push_str(&format!(" when {c}"));
         }
         let description = self.description.trim();
         if !description.is_empty() {
@@ -378,6 +385,8 @@ pub struct LiveRule {
     pub annotation: Option<AnnotationSpec>,
     pub params: Vec<ParamSpec>,
     pub description: String,
+    #[serde(default)]
+    pub condition: Option<String>,
 }
 
 impl LiveRule {
@@ -390,6 +399,7 @@ impl LiveRule {
             annotation: self.annotation,
             params: self.params.clone(),
             description: self.description.clone(),
+            condition: self.condition.clone(),
         }
     }
 }

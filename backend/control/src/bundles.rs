@@ -47,6 +47,32 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             user_roles.entry(b.user_id.as_str()).or_default().push(slug.to_string());
         }
     }
+    // Local groups (docs/decisions/0012-groups-and-conditions.md): a user holds the roles bound to
+    // each of their groups as well as their own; conditions see the group slugs and attributes.
+    let (groups, members, group_roles, attributes) = tokio::try_join!(
+        store.list_groups(t),
+        store.list_group_members(t),
+        store.list_group_roles(t),
+        store.list_user_attributes(t),
+    )?;
+    let group_slug: HashMap<_, _> = groups.iter().map(|g| (g.id.as_str(), g.slug.as_str())).collect();
+    let mut roles_of_group: HashMap<&str, Vec<String>> = HashMap::new();
+    for gr in &group_roles {
+        if let Some(slug) = role_slug.get(gr.role_id.as_str()) {
+            roles_of_group.entry(gr.group_id.as_str()).or_default().push(slug.to_string());
+        }
+    }
+    let mut user_groups: HashMap<&str, Vec<String>> = HashMap::new();
+    for m in &members {
+        let Some(slug) = group_slug.get(m.group_id.as_str()) else { continue };
+        user_groups.entry(m.user_id.as_str()).or_default().push(slug.to_string());
+        let via_group = roles_of_group.get(m.group_id.as_str()).into_iter().flatten().cloned();
+        user_roles.entry(m.user_id.as_str()).or_default().extend(via_group);
+    }
+    let mut user_attributes: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
+    for a in &attributes {
+        user_attributes.entry(a.user_id.as_str()).or_default().insert(a.attr_key.clone(), a.attr_value.clone());
+    }
     let mut role_grants: HashMap<&str, BTreeMap<String, Vec<String>>> = HashMap::new();
     for g in &grants {
         if let Some(server) = server_slug.get(g.server_id.as_str()) {
@@ -79,6 +105,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
             annotation: view.annotation,
             params: view.params,
             description: view.description,
+            condition: view.condition,
         });
     }
     let mut classification_rules = Vec::new();
@@ -96,6 +123,8 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                 id: u.id.clone(),
                 email: u.email.clone(),
                 roles: user_roles.remove(u.id.as_str()).unwrap_or_default(),
+                groups: user_groups.remove(u.id.as_str()).unwrap_or_default(),
+                attributes: user_attributes.remove(u.id.as_str()).unwrap_or_default(),
             })
             .collect(),
         tokens: tokens
@@ -114,6 +143,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                 slug: s.slug.clone(),
                 url: s.url.clone(),
                 labels: serde_json::from_str(&s.labels_json).unwrap_or_default(),
+                transport: crate::services::bundle_transport(s),
             })
             .collect(),
         roles: roles
@@ -135,6 +165,10 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
                     .collect(),
                 // A mode this build does not know is enforced: fail closed.
                 mode: PolicyMode::parse(&vs.policy_mode).unwrap_or(PolicyMode::Enforce),
+                // Filled in below, by `compile_shaping`.
+                conflict_strategy: Default::default(),
+                prefixes: Vec::new(),
+                overrides: Vec::new(),
             })
             .collect(),
         session_keys: session_keys
@@ -149,6 +183,7 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         kill,
         rate_limits,
     };
+    crate::services::compile_shaping(store, t, &servers, &vss, &mut content.virtual_servers).await?;
     content.normalize();
     Ok(content)
 }
@@ -220,30 +255,51 @@ impl Bundles {
         self.inner.key.public_base64()
     }
 
-    /// The group this control plane compiles for.
+    /// The configured (default) gateway group: where a tenant without an assignment goes.
     pub fn group(&self) -> &str {
         &self.inner.group
     }
 
+    /// The key id bundles are signed with now.
+    pub fn key_id(&self) -> &str {
+        self.inner.key.key_id()
+    }
+
+    /// The gateway group a tenant's bundles go to: its assignment, or the configured group.
+    pub async fn group_of(&self, tenant_id: &str) -> Result<String, StoreError> {
+        Ok(self.inner.store.tenant_gateway_group(tenant_id).await?.unwrap_or_else(|| self.inner.group.clone()))
+    }
+
     /// Recompiles a tenant; stores and announces a new bundle if its revision changed.
+    ///
+    /// The bundle goes to the tenant's gateway group ([`Bundles::group_of`]). A new bundle is also
+    /// issued, with the same content, when the tenant moved to another group (its sequence continues
+    /// from the old group's, so it never goes back) or when the newest one was signed with another
+    /// key (after a signing-key rotation, `docs/decisions/0014-gateway-groups.md`).
     ///
     /// Two replicas may compile the same tenant at once: the one whose insert loses the race on
     /// (tenant, group, sequence) compiles again against the winner's row.
     pub async fn recompile(&self, tenant: &Tenant) -> anyhow::Result<()> {
         let _guard = self.inner.compiling.lock().await;
         for _ in 0..5 {
-            let content = compile(&self.inner.store, tenant).await?;
+            // What the workers get: the draft, or in reviewed mode the published policy with the
+            // draft's immediate parts (decision 0015).
+            let draft = compile(&self.inner.store, tenant).await?;
+            let content = crate::publishing::content_to_sign(&self.inner.store, tenant, draft).await?;
             let revision = content.revision();
-            let latest = self.inner.store.latest_bundle(&tenant.id, &self.inner.group).await?;
-            if latest.as_ref().is_some_and(|b| b.revision == revision) {
+            let group = self.group_of(&tenant.id).await?;
+            let latest = self.inner.store.latest_bundle_any_group(&tenant.id).await?;
+            if latest.as_ref().is_some_and(|b| {
+                b.revision == revision && b.group_name == group && signed_key_id(&b.signed_json) == self.key_id()
+            }) {
                 return Ok(());
             }
             let sequence = latest.map_or(1, |b| b.sequence + 1);
             let now = now_ms();
-            let signed = self.inner.key.sign(&self.inner.group, sequence as u64, now, content);
+            let signed = self.inner.key.sign(&group, sequence as u64, now, content);
             let row = BundleRow {
                 tenant_id: tenant.id.clone(),
-                group_name: self.inner.group.clone(),
+                group_name: group.clone(),
                 sequence,
                 revision: revision.clone(),
                 signed_json: serde_json::to_string(&signed)?,
@@ -254,7 +310,7 @@ impl Bundles {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
-            tracing::info!(tenant = %tenant.slug, sequence, %revision, "compiled a new policy bundle");
+            tracing::info!(tenant = %tenant.slug, %group, sequence, %revision, "compiled a new policy bundle");
             self.announce();
             if let Err(e) = self.inner.store.notify_bundle_change(&tenant.id).await {
                 // The bundle is stored; replicas that missed the notice still serve it on their
@@ -305,9 +361,10 @@ impl Bundles {
         Ok(Some(TenantPolicy::build(&bundle)?))
     }
 
-    /// The newest bundle row of a tenant.
+    /// The newest bundle row of a tenant in its gateway group.
     pub async fn latest(&self, tenant_id: &str) -> Result<Option<BundleRow>, StoreError> {
-        self.inner.store.latest_bundle(tenant_id, &self.inner.group).await
+        let group = self.group_of(tenant_id).await?;
+        self.inner.store.latest_bundle(tenant_id, &group).await
     }
 
     /// Wakes whenever any bundle changes.
@@ -315,9 +372,10 @@ impl Bundles {
         self.inner.changed.subscribe()
     }
 
-    /// The group's bundle set and its ETag (a hash of every tenant's sequence and revision).
+    /// The group's bundle set (the tenants assigned to it) and its ETag (a hash of every tenant's
+    /// sequence and revision, so a tenant joining or leaving the group changes it).
     pub async fn current_set(&self, group: &str) -> anyhow::Result<(String, BundleSet)> {
-        let rows = self.inner.store.latest_bundles_for_group(group).await?;
+        let rows = self.inner.store.assigned_bundles_for_group(group, &self.inner.group).await?;
         let mut h = Sha256::new();
         let mut bundles = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -326,4 +384,13 @@ impl Bundles {
         }
         Ok((hex::encode(h.finalize())[..32].to_owned(), BundleSet { bundles }))
     }
+}
+
+/// The key id of a stored signed bundle (empty when unreadable, which makes it "another key").
+fn signed_key_id(signed_json: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct KeyOnly {
+        key_id: String,
+    }
+    serde_json::from_str::<KeyOnly>(signed_json).map(|k| k.key_id).unwrap_or_default()
 }

@@ -14,8 +14,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use gatehouse_core::classification::{ClassificationRuleInput, ClassificationRuleView};
+use gatehouse_core::groups::{GroupView, UserAttribute};
 use gatehouse_core::limits::{RateLimitInput, RateLimitView};
 use gatehouse_core::rules::{PolicyMode, RuleInput, RuleView};
+use gatehouse_core::shaping::{ConflictStrategy, ExposedToolView, ToolOverride, UpstreamPrefix};
 use gatehouse_core::views::*;
 use gatehouse_core::{ErrorCode, GatehouseError};
 use tower_sessions::Session;
@@ -83,6 +85,17 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.list_virtual_servers(a, &tenant).await.map_err(gql)
     }
+    /// A virtual server's tools as clients see them (exposed names, descriptions and schemas after
+    /// shaping), in upstream order, before access policy.
+    async fn virtual_server_tools(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+    ) -> R<Vec<ExposedToolView>> {
+        let (s, a) = who(ctx)?;
+        s.virtual_server_tools(a, &tenant, &virtual_server).await.map_err(gql)
+    }
     /// A tenant's API tokens (never their secrets).
     async fn tokens(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<TokenView>> {
         let (s, a) = who(ctx)?;
@@ -114,6 +127,7 @@ impl QueryRoot {
     /// Would this call be allowed, and by which rule? Decided with the call's arguments by the
     /// gateway's evaluator on the current bundle, as enforcement would decide it (whatever the
     /// virtual server's policy mode).
+    #[allow(clippy::too_many_arguments)] // GraphQL arguments: the call, and what conditions see of it
     async fn explain_call(
         &self,
         ctx: &Context<'_>,
@@ -122,9 +136,25 @@ impl QueryRoot {
         server: String,
         tool: String,
         arguments: Option<serde_json::Value>,
+        #[graphql(desc = "The client's IP address, for rule conditions (`client.ip`); unknown when left out.")]
+        client_ip: Option<String>,
+        #[graphql(desc = "The client application (`clientInfo.name`), for rule conditions (`client.app`).")]
+        client_app: Option<String>,
+        #[graphql(desc = "When, RFC 3339 (`request.time`); now when left out.")] at: Option<String>,
     ) -> R<ToolAccessView> {
         let (s, a) = who(ctx)?;
-        s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref()).await.map_err(gql)
+        let context = crate::services::CallContext { ip: client_ip, app: client_app, at };
+        s.explain_call(a, &tenant, &user_email, &server, &tool, arguments.as_ref(), &context).await.map_err(gql)
+    }
+    /// A tenant's local groups, with members and the roles bound to them.
+    async fn groups(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<GroupView>> {
+        let (s, a) = who(ctx)?;
+        s.list_groups(a, &tenant).await.map_err(gql)
+    }
+    /// A user's attributes (`user.attributes` in rule conditions).
+    async fn user_attributes(&self, ctx: &Context<'_>, tenant: String, email: String) -> R<Vec<UserAttribute>> {
+        let (s, a) = who(ctx)?;
+        s.user_attributes(a, &tenant, &email).await.map_err(gql)
     }
     /// A tenant's rate limits.
     async fn rate_limits(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<RateLimitView>> {
@@ -141,11 +171,42 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.list_classification_rules(a, &tenant).await.map_err(gql)
     }
+    /// The tenant's publishing mode and draft: what publishing it would change (per user and
+    /// virtual server, the tools gained and lost) and the draft replayed against the last 7 days of
+    /// tools/call audit events (at most 10,000).
+    async fn policy_draft(&self, ctx: &Context<'_>, tenant: String) -> R<PolicyDraftView> {
+        let (s, a) = who(ctx)?;
+        s.policy_draft(a, &tenant).await.map_err(gql)
+    }
+    /// The tenant's publications, newest first (`limit` 1–200, default 50).
+    async fn publications(&self, ctx: &Context<'_>, tenant: String, limit: Option<i32>) -> R<Vec<PublicationView>> {
+        let (s, a) = who(ctx)?;
+        s.list_publications(a, &tenant, limit).await.map_err(gql)
+    }
     /// The tenant's newest policy bundle.
     async fn bundle(&self, ctx: &Context<'_>, tenant: String) -> R<Option<BundleView>> {
         let (s, a) = who(ctx)?;
         s.bundle(a, &tenant).await.map_err(gql)
     }
+    /// The tenant's gateway group and its workers: the revision each runs for this tenant, whether it
+    /// is the newest, its last report and its last error about this tenant.
+    async fn gateway_status(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+    ) -> R<gatehouse_core::gateways::GatewayStatusView> {
+        let (s, a) = who(ctx)?;
+        s.gateway_status(a, &tenant).await.map_err(gql)
+    }
+}
+
+/// One environment variable of a stdio server.
+#[derive(Debug, InputObject)]
+pub struct EnvVarInput {
+    /// Variable name (letters, digits, `_`; not `PATH` or `LD_*`).
+    pub name: String,
+    /// Its value (not secret: tenant administrators and bundles show it).
+    pub value: String,
 }
 
 /// One grant: a tool of a server, or `*` for all its tools.
@@ -168,17 +229,32 @@ impl MutationRoot {
         let (s, a) = who(ctx)?;
         s.create_tenant(a, &slug, &name).await.map_err(gql)
     }
-    /// Registers an upstream MCP server (Streamable HTTP URL) and fetches its tools.
+    /// Registers an upstream MCP server and fetches its tools. `transport`: `streamableHttp`
+    /// (default; `url` is the endpoint), `sse` (legacy HTTP+SSE; `url` is the SSE URL) or `stdio`
+    /// (`command`, `args`, `env`: a process the workers launch, only if their `stdio_commands`
+    /// allow it).
+    #[allow(clippy::too_many_arguments)]
     async fn register_server(
         &self,
         ctx: &Context<'_>,
         tenant: String,
         slug: String,
         name: String,
-        url: String,
+        url: Option<String>,
+        transport: Option<String>,
+        command: Option<String>,
+        #[graphql(default)] args: Vec<String>,
+        #[graphql(default)] env: Vec<EnvVarInput>,
     ) -> R<ServerView> {
         let (s, a) = who(ctx)?;
-        s.register_server(a, &tenant, &slug, &name, &url).await.map_err(gql)
+        let spec = crate::services::ServerSpec {
+            transport,
+            url,
+            command,
+            args,
+            env: env.into_iter().map(|v| (v.name, v.value)).collect(),
+        };
+        s.register_server_spec(a, &tenant, &slug, &name, &spec).await.map_err(gql)
     }
     /// Fetches a server's tools again.
     async fn refresh_server_tools(&self, ctx: &Context<'_>, tenant: String, slug: String) -> R<ServerView> {
@@ -218,6 +294,53 @@ impl MutationRoot {
     async fn delete_rule(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
         let (s, a) = who(ctx)?;
         s.delete_rule(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Creates a local group (its slug is what rule conditions see in `user.groups`).
+    async fn create_group(&self, ctx: &Context<'_>, tenant: String, slug: String, name: String) -> R<GroupView> {
+        let (s, a) = who(ctx)?;
+        s.create_group(a, &tenant, &slug, &name).await.map_err(gql)
+    }
+    /// Deletes a group; its members lose the roles they held through it.
+    async fn delete_group(&self, ctx: &Context<'_>, tenant: String, slug: String) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.delete_group(a, &tenant, &slug).await.map_err(gql)
+    }
+    /// Puts a user in a group.
+    async fn add_group_member(&self, ctx: &Context<'_>, tenant: String, group: String, email: String) -> R<GroupView> {
+        let (s, a) = who(ctx)?;
+        s.set_group_member(a, &tenant, &group, &email, true).await.map_err(gql)
+    }
+    /// Takes a user out of a group.
+    async fn remove_group_member(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        group: String,
+        email: String,
+    ) -> R<GroupView> {
+        let (s, a) = who(ctx)?;
+        s.set_group_member(a, &tenant, &group, &email, false).await.map_err(gql)
+    }
+    /// Binds an access role to a group: every member holds it.
+    async fn bind_group_role(&self, ctx: &Context<'_>, tenant: String, group: String, role: String) -> R<GroupView> {
+        let (s, a) = who(ctx)?;
+        s.set_group_role(a, &tenant, &group, &role, true).await.map_err(gql)
+    }
+    /// Unbinds an access role from a group.
+    async fn unbind_group_role(&self, ctx: &Context<'_>, tenant: String, group: String, role: String) -> R<GroupView> {
+        let (s, a) = who(ctx)?;
+        s.set_group_role(a, &tenant, &group, &role, false).await.map_err(gql)
+    }
+    /// Replaces a user's attributes (keys: lowercase identifiers such as `department`).
+    async fn set_user_attributes(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        email: String,
+        attributes: Vec<UserAttribute>,
+    ) -> R<Vec<UserAttribute>> {
+        let (s, a) = who(ctx)?;
+        s.set_user_attributes(a, &tenant, &email, &attributes).await.map_err(gql)
     }
     /// Enforces a virtual server's access policy, or only monitors it (refusals are then allowed and
     /// audited as `would_deny`).
@@ -277,6 +400,31 @@ impl MutationRoot {
         let (s, a) = who(ctx)?;
         s.lift_suspension(a, &tenant, &id).await.map_err(gql)
     }
+    /// Sets the publishing mode: `automatic` (every change reaches the gateways at once) or
+    /// `reviewed` (changes wait in a draft until `publishPolicy`). Switching to automatic publishes
+    /// the draft.
+    async fn set_publishing_mode(&self, ctx: &Context<'_>, tenant: String, mode: String) -> R<String> {
+        let (s, a) = who(ctx)?;
+        s.set_publishing_mode(a, &tenant, &mode).await.map_err(gql)
+    }
+    /// Publishes the draft to the gateways (a new signed bundle), recorded with you, the time and
+    /// the note. NOTHING_TO_PUBLISH when the draft is what runs.
+    async fn publish_policy(&self, ctx: &Context<'_>, tenant: String, note: Option<String>) -> R<PublicationView> {
+        let (s, a) = who(ctx)?;
+        s.publish_policy(a, &tenant, note.as_deref().unwrap_or_default()).await.map_err(gql)
+    }
+    /// Re-publishes the policy of an earlier publication (by revision) under a new, higher bundle
+    /// sequence; the draft is left as edited. Switches an automatic tenant to reviewed mode.
+    async fn rollback_policy(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        revision: String,
+        note: Option<String>,
+    ) -> R<PublicationView> {
+        let (s, a) = who(ctx)?;
+        s.rollback_policy(a, &tenant, &revision, note.as_deref().unwrap_or_default()).await.map_err(gql)
+    }
     /// Adds a rate limit on tools/call (token bucket per tenant, per holder of a role, or per
     /// user); a refused call gets HTTP 429 with Retry-After.
     async fn add_rate_limit(&self, ctx: &Context<'_>, tenant: String, limit: RateLimitInput) -> R<RateLimitView> {
@@ -287,6 +435,43 @@ impl MutationRoot {
     async fn delete_rate_limit(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
         let (s, a) = who(ctx)?;
         s.delete_rate_limit(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Sets how a virtual server resolves a tool name several upstreams use (auto, prefix,
+    /// priority, explicit) and its upstreams' prefixes (default: the slug).
+    async fn set_conflict_strategy(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+        strategy: ConflictStrategy,
+        #[graphql(default)] prefixes: Vec<UpstreamPrefix>,
+    ) -> R<VirtualServerView> {
+        let (s, a) = who(ctx)?;
+        s.set_conflict_strategy(a, &tenant, &virtual_server, strategy, &prefixes).await.map_err(gql)
+    }
+    /// Sets (adds or replaces) the override of one upstream tool of a virtual server: rename,
+    /// description, fixed parameters, hidden parameters, narrowed enums.
+    async fn set_tool_override(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+        #[graphql(name = "override")] input: ToolOverride,
+    ) -> R<VirtualServerView> {
+        let (s, a) = who(ctx)?;
+        s.set_tool_override(a, &tenant, &virtual_server, &input).await.map_err(gql)
+    }
+    /// Deletes the override of one upstream tool of a virtual server.
+    async fn delete_tool_override(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        virtual_server: String,
+        server: String,
+        tool: String,
+    ) -> R<VirtualServerView> {
+        let (s, a) = who(ctx)?;
+        s.delete_tool_override(a, &tenant, &virtual_server, &server, &tool).await.map_err(gql)
     }
     /// Binds a user to a role.
     async fn bind_role(&self, ctx: &Context<'_>, tenant: String, role: String, email: String) -> R<RoleView> {

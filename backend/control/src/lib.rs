@@ -6,11 +6,14 @@
 //! * [`bundles`]: the policy compiler and the bundle distribution the workers long-poll.
 //! * [`graphql`]: the GraphQL schema over the services.
 //! * [`worker_api`]: `/v1/…`, the API gateway workers call.
+//! * [`gateways`]: gateway groups as an operator manages them (`gatehouse groups …`).
 //! * [`upstream`]: the small MCP client the control plane uses to fetch a server's tools.
 
 pub mod auth;
 pub mod bundles;
+pub mod gateways;
 pub mod graphql;
+pub mod publishing;
 pub mod services;
 pub mod upstream;
 pub mod worker_api;
@@ -62,6 +65,8 @@ impl ControlPlane {
     /// Builds the control plane over an opened store and the platform signing key, and compiles a
     /// bundle for every tenant whose state changed while no control plane was running.
     pub async fn new(config: ControlConfig, store: Store, key: SigningKey) -> anyhow::Result<ControlPlane> {
+        // The configured group always exists: it holds every tenant not assigned elsewhere.
+        store.ensure_gateway_group(&config.group, now_ms()).await?;
         let bundles = bundles::Bundles::new(store.clone(), key, config.group.clone());
         let services = Services::new(store.clone(), bundles, config.gateway_public_url.clone());
         services.recompile_all().await?;

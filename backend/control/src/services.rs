@@ -18,17 +18,26 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::bundles::Bundles;
-use crate::{auth, now_ms, upstream};
+use crate::{auth, now_ms};
 
 mod classification;
+mod gateways;
+mod groups;
 mod kill;
 mod limits;
 mod policy;
+pub use policy::CallContext;
+mod publishing;
+mod shaping;
+mod transport;
+pub use transport::ServerSpec;
+pub(crate) use transport::bundle_transport;
 
 pub(crate) use classification::{classification_view, compiled_rule};
 pub(crate) use kill::kill_list;
 pub(crate) use limits::compiled_limits;
 pub(crate) use policy::rule_view;
+pub(crate) use shaping::compile_shaping;
 
 /// Result of a service call.
 pub type Result<T> = std::result::Result<T, GatehouseError>;
@@ -69,6 +78,8 @@ pub struct Services {
     store: Store,
     bundles: Bundles,
     gateway_public_url: String,
+    /// Commands stdio servers may run for tool discovery (`set_stdio_commands`).
+    stdio_commands: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 /// Maps a store error to a user-facing one; `what` names the object for conflicts.
@@ -115,14 +126,20 @@ fn tools_of(server: &Server) -> Vec<ToolView> {
 }
 
 fn server_view(s: &Server) -> ServerView {
-    ServerView {
+    let mut view = ServerView {
         slug: s.slug.clone(),
         name: s.name.clone(),
         url: s.url.clone(),
         tools: tools_of(s),
         labels: classification::server_labels(s),
         tools_fetched_at_ms: s.tools_fetched_at_ms,
-    }
+        transport: s.transport.clone(),
+        command: None,
+        args: vec![],
+        env_names: vec![],
+    };
+    transport::describe(s, &mut view);
+    view
 }
 
 /// Hex SHA-256, as tokens are stored and carried in bundles.
@@ -133,7 +150,7 @@ pub fn sha256_hex(s: &str) -> String {
 impl Services {
     /// Services over `store`, recompiling through `bundles`.
     pub fn new(store: Store, bundles: Bundles, gateway_public_url: String) -> Self {
-        Self { store, bundles, gateway_public_url }
+        Self { store, bundles, gateway_public_url, stdio_commands: Default::default() }
     }
 
     /// The bundle compiler and distribution.
@@ -317,8 +334,9 @@ impl Services {
         Ok(self.store.list_servers(&t.id).await.map_err(store_err("server"))?.iter().map(server_view).collect())
     }
 
-    /// Registers an upstream server by URL and fetches its tools. Nothing is stored when the
-    /// server cannot be reached, so a typo costs nothing.
+    /// Registers a Streamable HTTP upstream server by URL and fetches its tools. Nothing is stored
+    /// when the server cannot be reached, so a typo costs nothing. Other transports:
+    /// [`Services::register_server_spec`].
     pub async fn register_server(
         &self,
         actor: &Actor,
@@ -327,31 +345,8 @@ impl Services {
         name: &str,
         url: &str,
     ) -> Result<ServerView> {
-        let t = self.tenant_for(actor, tenant, Need::Admin).await?;
-        validate_slug("slug", slug)?;
-        let name = trimmed("name", name, 100)?;
-        let url = upstream::validate_url("url", url.trim())?;
-        if self.store.server_by_slug(&t.id, slug).await.map_err(store_err("server"))?.is_some() {
-            return Err(GatehouseError::new(
-                ErrorCode::Conflict,
-                format!("a server with slug '{slug}' already exists"),
-            ));
-        }
-        let tools = upstream::fetch_tools(&url).await?;
-        let s = Server {
-            tenant_id: t.id.clone(),
-            id: new_id(),
-            slug: slug.to_owned(),
-            name,
-            url,
-            tools_json: serde_json::to_string(&tools).unwrap_or_else(|_| "[]".into()),
-            tools_fetched_at_ms: Some(now_ms()),
-            labels_json: "[]".to_owned(),
-            created_at_ms: now_ms(),
-        };
-        self.store.create_server(&s).await.map_err(store_err("a server with this slug"))?;
-        self.recompile(&t).await?;
-        Ok(server_view(&s))
+        let spec = ServerSpec { url: Some(url.to_owned()), ..Default::default() };
+        self.register_server_spec(actor, tenant, slug, name, &spec).await
     }
 
     /// Fetches a server's tools again.
@@ -363,7 +358,7 @@ impl Services {
             .await
             .map_err(store_err("server"))?
             .ok_or_else(|| GatehouseError::not_found(format!("server '{slug}'")))?;
-        let tools = upstream::fetch_tools(&s.url).await?;
+        let tools = self.discover_tools(&s).await?;
         s.tools_json = serde_json::to_string(&tools).unwrap_or_else(|_| "[]".into());
         s.tools_fetched_at_ms = Some(now_ms());
         self.store.update_server_tools(&t.id, &s.id, &s.tools_json, now_ms()).await.map_err(store_err("server"))?;
@@ -617,9 +612,11 @@ impl Services {
         let links = self.store.list_virtual_server_upstreams(&t.id).await.map_err(store_err("virtual server"))?;
         let servers = self.store.list_servers(&t.id).await.map_err(store_err("server"))?;
         let slug: HashMap<_, _> = servers.iter().map(|s| (s.id.as_str(), s.slug.as_str())).collect();
+        let mut shaping = self.shaping_by_vs(&t.id, &servers).await?;
         Ok(vss
             .iter()
-            .map(|vs| VirtualServerView {
+            .map(|vs| (vs, shaping.remove(&vs.id).unwrap_or_default()))
+            .map(|(vs, shaping)| VirtualServerView {
                 slug: vs.slug.clone(),
                 name: vs.name.clone(),
                 upstreams: links
@@ -629,6 +626,9 @@ impl Services {
                     .collect(),
                 mode: gatehouse_core::rules::PolicyMode::parse(&vs.policy_mode).unwrap_or_default(),
                 endpoint: self.endpoint(&t.slug, &vs.slug),
+                conflict_strategy: shaping.strategy,
+                prefixes: shaping.prefixes,
+                overrides: shaping.overrides,
             })
             .collect())
     }
@@ -675,6 +675,9 @@ impl Services {
             upstreams: servers.to_vec(),
             mode: gatehouse_core::rules::PolicyMode::Enforce,
             endpoint: self.endpoint(&t.slug, &vs.slug),
+            conflict_strategy: Default::default(),
+            prefixes: Vec::new(),
+            overrides: Vec::new(),
         })
     }
 

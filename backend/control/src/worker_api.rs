@@ -3,6 +3,9 @@
 //! * `GET /v1/bundles/{group}?wait=SECS` with `If-None-Match`: the group's signed bundle set; when
 //!   the ETag matches, the answer waits (long-poll) until something changes or `wait` runs out (304).
 //! * `POST /v1/audit` `{"events":[…]}`: audit ingest, idempotent by event id.
+//! * `POST /v1/workers/status` ([`WorkerStatusReport`]): a worker's group, version, its own last
+//!   control-plane error and, per tenant, the revision it runs and its last error about it. Stored, so
+//!   every replica shows it (`docs/decisions/0014-gateway-groups.md`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gatehouse_core::audit::AuditEvent;
+use gatehouse_core::gateways::WorkerStatusReport;
 use gatehouse_core::{ErrorCode, GatehouseError};
-use gatehouse_store::AuditRow;
+use gatehouse_store::{AuditRow, WorkerReport, WorkerTenantReport};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +27,9 @@ use crate::{ControlPlane, now_ms};
 
 const MAX_WAIT_SECS: u64 = 60;
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
+/// Reports of workers silent for this long are deleted (a worker without a configured id reports
+/// under a new one after each restart).
+const REPORT_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 fn worker_authorized(control: &ControlPlane, headers: &HeaderMap) -> Result<(), GatehouseError> {
     let presented = headers
@@ -61,7 +68,11 @@ async fn bundles(
     }
     let b = control.services().bundles();
     if group != b.group() {
-        return error_response(&GatehouseError::not_found(format!("gateway group '{group}'")));
+        match control.store().list_gateway_groups().await {
+            Ok(groups) if groups.iter().any(|g| g.slug == group) => {}
+            Ok(_) => return error_response(&GatehouseError::not_found(format!("gateway group '{group}'"))),
+            Err(e) => return internal(e),
+        }
     }
     let known =
         headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
@@ -151,11 +162,69 @@ async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Js
     }
 }
 
+async fn worker_status(
+    State(control): State<ControlPlane>,
+    headers: HeaderMap,
+    body: Result<Json<WorkerStatusReport>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(e) = worker_authorized(&control, &headers) {
+        return error_response(&e);
+    }
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error_response(&GatehouseError::invalid("body", e.body_text())),
+    };
+    if let Err(e) = report.validate() {
+        return error_response(&e);
+    }
+    let tenants = match control.store().list_tenants().await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let ids: HashMap<&str, &str> = tenants.iter().map(|t| (t.slug.as_str(), t.id.as_str())).collect();
+    let mut rows = Vec::with_capacity(report.tenants.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut unknown_tenant = 0usize;
+    for t in &report.tenants {
+        // A tenant deleted since the worker's last bundle is nothing to show anyone; a tenant
+        // named twice keeps its first entry.
+        let Some(id) = ids.get(t.tenant.as_str()) else {
+            unknown_tenant += 1;
+            continue;
+        };
+        if !seen.insert(*id) {
+            continue;
+        }
+        rows.push(WorkerTenantReport {
+            tenant_id: (*id).to_owned(),
+            revision: t.revision.clone(),
+            sequence: t.sequence.map(|s| s.min(i64::MAX as u64) as i64),
+            error: t.error.clone(),
+        });
+    }
+    let row = WorkerReport {
+        worker_id: report.worker_id,
+        group_slug: report.group,
+        version: report.version,
+        contact_error: report.contact_error,
+        reported_at_ms: now_ms(),
+    };
+    let pruned = control.store().prune_worker_reports(row.reported_at_ms - REPORT_RETENTION_MS).await;
+    if let Err(e) = pruned {
+        tracing::warn!(error = %e, "could not delete old worker reports");
+    }
+    match control.store().put_worker_report(&row, &rows).await {
+        Ok(()) => Json(serde_json::json!({ "accepted": rows.len(), "unknownTenant": unknown_tenant })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// The worker API routes.
 pub fn routes(control: ControlPlane) -> Router {
     Router::new()
         .route("/v1/bundles/{group}", get(bundles))
         .route("/v1/audit", post(audit))
+        .route("/v1/workers/status", post(worker_status))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(control)
 }

@@ -41,6 +41,7 @@ const R_FS_READ_ONLY: &str = "01890000-0000-7000-8000-000000000003";
 const R_GH_NOT_DESTRUCTIVE: &str = "01890000-0000-7000-8000-000000000004";
 const R_WRITE_DATA: &str = "01890000-0000-7000-8000-000000000005";
 const R_QUERY_ANALYTICS: &str = "01890000-0000-7000-8000-000000000006";
+const R_OFFICE_ONLY: &str = "01890000-0000-7000-8000-000000000007";
 
 /// The secrets of the fixture's tokens (only their hashes are stored and compiled).
 const SECRET_ALICE_LAPTOP: &str = "ghp_fixture_alice_laptop_0000000000000000";
@@ -149,6 +150,8 @@ fn server(tenant: &str, id: &str, slug: &str, tools: Vec<Value>, labels: &[&str]
         tools_fetched_at_ms: Some(T0 + at),
         labels_json: serde_json::to_string(labels).unwrap(),
         created_at_ms: T0 + at,
+        transport: "streamableHttp".into(),
+        command_json: None,
     }
 }
 
@@ -197,6 +200,7 @@ fn rule(
         params_json: params.to_string(),
         description: description.into(),
         created_at_ms: T0 + at,
+        condition_cel: None,
     }
 }
 
@@ -264,6 +268,17 @@ fn fixture() -> Fixture {
         12,
     );
     let beta_server = server(BETA, "sv-beta-wiki", "wiki", vec![tool("read_page", Some(ro(true)), &["page"])], &[], 13);
+    // Transports (docs/decisions/0016-stdio-and-sse-upstreams.md): fs is a stdio server the workers
+    // launch, db a legacy HTTP+SSE server; github stays Streamable HTTP (no `transport` in the bundle).
+    let fs = Server {
+        url: String::new(),
+        transport: "stdio".into(),
+        command_json: Some(
+            json!({ "command": "/opt/mcp/bin/fs", "args": ["--root", "/srv"], "env": { "FS_MODE": "rw" } }).to_string(),
+        ),
+        ..fs
+    };
+    let db = Server { url: "https://db.mcp.example/sse".into(), transport: "sse".into(), ..db };
 
     let s = |v: &str| v.to_owned();
     let pairs = |server: &str, tools: &[&str]| tools.iter().map(|t| (s(server), s(t))).collect::<Vec<_>>();
@@ -551,6 +566,62 @@ async fn populate(store: &Store, order: Order) {
             tokens.await;
             policy.await;
         }
+    }
+    // Local groups, attributes and a conditional rule (docs/decisions/0012-groups-and-conditions.md):
+    // bob holds ro-reader through the `oncall` group; alice has attributes; an allow rule of
+    // ro-analyst applies only from the office network.
+    store
+        .create_group(&gatehouse_store::UserGroup {
+            tenant_id: ACME.into(),
+            id: "gr-oncall".into(),
+            slug: "oncall".into(),
+            name: "On call".into(),
+            created_at_ms: T0 + 95,
+        })
+        .await
+        .unwrap();
+    store.add_group_member(ACME, "gr-oncall", "us-bob").await.unwrap();
+    store.bind_group_role(ACME, "gr-oncall", "ro-reader").await.unwrap();
+    let attrs = [("department", "payments"), ("clearance", "high")];
+    let attrs: Vec<(String, String)> =
+        ordered(&attrs, order).iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    store.set_user_attributes(ACME, "us-alice", &attrs).await.unwrap();
+    let office = AccessRule {
+        condition_cel: Some("inCidr(client.ip, '10.0.0.0/8')".into()),
+        ..rule(R_OFFICE_ONLY, "ro-analyst", "sv-github", "allow", "create_issue", None, json!([]), "office only", 46)
+    };
+    store.insert_rule(&office).await.unwrap();
+    // Virtual-server shaping (docs/decisions/0013-virtual-server-shaping.md): dev resolves clashes by
+    // priority, fs's tools are prefixed `files`, github's search_code is renamed, fs's read_file has
+    // its path fixed and described anew.
+    store
+        .set_shaping(&gatehouse_store::ShapingRow {
+            tenant_id: ACME.into(),
+            virtual_server_id: "vs-dev".into(),
+            conflict_strategy: "priority".into(),
+            prefixes_json: r#"{"sv-fs":"files"}"#.into(),
+            updated_at_ms: T0 + 96,
+        })
+        .await
+        .unwrap();
+    let overrides = [
+        ("sv-github", "search_code", json!({ "rename": "code_search" })),
+        (
+            "sv-fs",
+            "read_file",
+            json!({ "description": "Reads under /srv", "fixed": [{ "name": "path", "value": "/srv/README" }] }),
+        ),
+    ];
+    for (server_id, tool, o) in ordered(&overrides, order) {
+        let row = gatehouse_store::ToolOverrideRow {
+            tenant_id: ACME.into(),
+            virtual_server_id: "vs-dev".into(),
+            server_id: server_id.into(),
+            tool: tool.into(),
+            override_json: o.to_string(),
+            updated_at_ms: T0 + 97,
+        };
+        store.upsert_tool_override(&row).await.unwrap();
     }
 }
 

@@ -165,6 +165,8 @@ async fn populate(store: &Store) -> Counts {
                 tools_fetched_at_ms: Some(T0),
                 labels_json: serde_json::to_string(labels).unwrap(),
                 created_at_ms: T0 + s as i64,
+                transport: "streamableHttp".into(),
+                command_json: None,
             })
             .await
             .unwrap();
@@ -207,6 +209,7 @@ async fn populate(store: &Store) -> Counts {
                 params_json: params.to_string(),
                 description: format!("rule {n} of role {r}"),
                 created_at_ms: T0 + (r * 10 + n) as i64,
+                condition_cel: None,
             };
         let rules = [
             rule(0, 0, "allow", "search_*", None, json!([])),

@@ -4,7 +4,7 @@
 //! Everything here runs off the request path. The request path only reads [`PolicyStore::tenant`], a
 //! lock-free load of an `ArcSwap`ed map that is replaced whole on every activation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +40,11 @@ pub(crate) struct PolicyStore {
     tenants: ArcSwap<TenantMap>,
     ready: AtomicBool,
     errors: Mutex<ErrorSlots>,
+    /// The latest refusal per tenant (from the latest offered set), for the status report: each
+    /// tenant's admin sees only their own.
+    tenant_errors: Mutex<BTreeMap<String, String>>,
+    /// Wakes the status reporter (a bundle set was applied, or the control-plane contact changed).
+    pub(crate) report_due: tokio::sync::Notify,
     /// Activations and refusals, for `/metrics`.
     pub(crate) counters: crate::metrics::BundleCounters,
 }
@@ -59,6 +64,8 @@ impl Default for PolicyStore {
             tenants: ArcSwap::from_pointee(TenantMap::new()),
             ready: AtomicBool::new(false),
             errors: Mutex::new(ErrorSlots::default()),
+            tenant_errors: Mutex::new(BTreeMap::new()),
+            report_due: tokio::sync::Notify::new(),
             counters: Default::default(),
         }
     }
@@ -94,7 +101,22 @@ impl PolicyStore {
     }
 
     fn set_poll_error(&self, error: Option<String>) {
-        self.slots().poll = error;
+        let mut slots = self.slots();
+        if slots.poll != error {
+            slots.poll = error;
+            drop(slots);
+            self.report_due.notify_one();
+        }
+    }
+
+    /// The latest error talking to the control plane (the bundle poll), if the last poll failed.
+    pub(crate) fn contact_error(&self) -> Option<String> {
+        self.slots().poll.clone()
+    }
+
+    /// The latest refusal of each tenant's bundle, by tenant.
+    pub(crate) fn tenant_errors(&self) -> BTreeMap<String, String> {
+        self.tenant_errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -121,6 +143,9 @@ pub(crate) struct Applied {
     pub changed: bool,
     /// One message per refused bundle.
     pub refused: Vec<String>,
+    /// The refusals that name a tenant (a bundle whose signature failed names the tenant it
+    /// claims), by tenant: what that tenant's status report shows.
+    pub by_tenant: BTreeMap<String, String>,
 }
 
 /// Turns offered bundle sets into the active map. Owned by the poller task, so activations are
@@ -132,12 +157,35 @@ pub(crate) struct Activator {
     store: Arc<PolicyStore>,
     /// The envelopes of the active bundles, by tenant: what gets written to disk.
     envelopes: HashMap<String, SignedBundle>,
+    /// Fronts the stdio and SSE servers of the bundles as local Streamable HTTP endpoints.
+    bridge: Option<gatehouse_bridge::Bridge>,
 }
 
 impl Activator {
     /// An activator for `group` that trusts `keyring` and keeps its disk copy in `data_dir`.
     pub(crate) fn new(keyring: KeyRing, group: String, data_dir: &Path, store: Arc<PolicyStore>) -> Self {
-        Self { keyring, group, file: data_dir.join(BUNDLES_FILE), store, envelopes: HashMap::new() }
+        Self { keyring, group, file: data_dir.join(BUNDLES_FILE), store, envelopes: HashMap::new(), bridge: None }
+    }
+
+    /// Routes the bundles' stdio and SSE servers through `bridge`.
+    pub(crate) fn set_bridge(&mut self, bridge: gatehouse_bridge::Bridge) {
+        self.bridge = Some(bridge);
+    }
+
+    /// The policy of `bundle`, its stdio and SSE servers mapped to their local bridge endpoints (a
+    /// worker without a bridge cannot reach them: their URL is left empty, so they fail closed).
+    fn build_policy(&self, bundle: &Bundle) -> Result<TenantPolicy, gatehouse_bundle::policy::PolicyError> {
+        if bundle.content.servers.iter().all(|s| s.transport.is_streamable_http()) {
+            return TenantPolicy::build(bundle);
+        }
+        let mut local = bundle.clone();
+        match &self.bridge {
+            Some(bridge) => bridge.localize(&mut local.content.servers),
+            None => local.content.servers.iter_mut().filter(|s| !s.transport.is_streamable_http()).for_each(|s| {
+                s.url.clear();
+            }),
+        }
+        TenantPolicy::build(&local)
     }
 
     /// Offers a complete set (one bundle per tenant of the group) and swaps in the result.
@@ -153,6 +201,7 @@ impl Activator {
         let mut envelopes = HashMap::new();
         let mut accepted = HashSet::new();
         let mut refused = Vec::new();
+        let mut by_tenant = BTreeMap::new();
         let mut keep_unlisted = false;
 
         for signed in offered {
@@ -164,9 +213,13 @@ impl Activator {
                         Some(t) => format!("claiming tenant '{t}'"),
                         None => "naming no readable tenant".to_owned(),
                     };
-                    refused.push(format!(
+                    let message = format!(
                         "refused a bundle from {source} {claim}: {e}; the tenant's previous bundle keeps serving"
-                    ));
+                    );
+                    if let Some(t) = claimed_tenant(&signed) {
+                        by_tenant.entry(t).or_insert_with(|| message.clone());
+                    }
+                    refused.push(message);
                     continue;
                 }
             };
@@ -177,16 +230,17 @@ impl Activator {
                     // Same manifest as the active one: keep the built policy instead of rebuilding it.
                     let policy = match active {
                         Some(p) if p.manifest == bundle.manifest => Arc::clone(p),
-                        _ => match TenantPolicy::build(&bundle) {
+                        _ => match self.build_policy(&bundle) {
                             Ok(policy) => Arc::new(policy),
                             Err(e) => {
                                 let keeps = match active {
                                     Some(p) => format!("revision {} keeps serving", short(&p.manifest.revision)),
                                     None => "the tenant stays unavailable".to_owned(),
                                 };
-                                refused.push(format!(
-                                    "refused the bundle for tenant '{tenant}' from {source}: {e}; {keeps}"
-                                ));
+                                let message =
+                                    format!("refused the bundle for tenant '{tenant}' from {source}: {e}; {keeps}");
+                                by_tenant.entry(tenant.clone()).or_insert_with(|| message.clone());
+                                refused.push(message);
                                 self.keep(&current, &tenant, &mut next, &mut envelopes);
                                 continue;
                             }
@@ -201,7 +255,9 @@ impl Activator {
                         Some(p) => format!("revision {} keeps serving", short(&p.manifest.revision)),
                         None => "the tenant stays unavailable".to_owned(),
                     };
-                    refused.push(format!("refused the bundle for tenant '{tenant}' from {source}: {reason}; {keeps}"));
+                    let message = format!("refused the bundle for tenant '{tenant}' from {source}: {reason}; {keeps}");
+                    by_tenant.entry(tenant.clone()).or_insert_with(|| message.clone());
+                    refused.push(message);
                     self.keep(&current, &tenant, &mut next, &mut envelopes);
                 }
             }
@@ -232,7 +288,7 @@ impl Activator {
             self.store.tenants.store(Arc::new(next));
         }
         self.envelopes = envelopes;
-        Applied { changed, refused }
+        Applied { changed, refused, by_tenant }
     }
 
     /// Why `bundle` may not replace `active`, if it may not.
@@ -280,6 +336,10 @@ impl Activator {
             self.store.ready.store(true, Ordering::Release);
         }
         self.store.slots().bundles = if applied.refused.is_empty() { None } else { Some(applied.refused.join("; ")) };
+        // Each set is complete, so its refusals replace the previous ones: a tenant whose bundle
+        // is now accepted (or who left the group) has no error any more.
+        *self.store.tenant_errors.lock().unwrap_or_else(|e| e.into_inner()) = applied.by_tenant.clone();
+        self.store.report_due.notify_one();
         if applied.changed && source == Source::ControlPlane {
             let result = self.persist().await;
             if let Err(e) = &result {
@@ -480,6 +540,9 @@ mod tests {
                 slug: vs.into(),
                 upstreams: vec![],
                 mode: gatehouse_core::rules::PolicyMode::Enforce,
+                conflict_strategy: Default::default(),
+                prefixes: vec![],
+                overrides: vec![],
             }],
             ..Default::default()
         };
@@ -534,6 +597,61 @@ mod tests {
         assert!(applied.refused[0].contains("claiming tenant 'acme'"), "{}", applied.refused[0]);
         assert!(applied.refused[0].contains("signature"), "{}", applied.refused[0]);
         assert!(a.store.tenant("acme").unwrap().virtual_server("dev").is_some());
+    }
+
+    #[test]
+    fn refusals_are_reported_per_tenant_and_cleared_when_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let mut a = activator(&key, dir.path());
+        let applied = a.apply(
+            vec![key.sign("default", 2, 0, content("acme", "dev")), key.sign("default", 1, 0, content("beta", "dev"))],
+            Source::ControlPlane,
+        );
+        assert!(applied.by_tenant.is_empty());
+        // acme goes back a sequence; beta is fine: only acme has an error, naming the reason.
+        let applied = a.apply(
+            vec![key.sign("default", 1, 0, content("acme", "old")), key.sign("default", 1, 0, content("beta", "dev"))],
+            Source::ControlPlane,
+        );
+        assert_eq!(applied.by_tenant.keys().collect::<Vec<_>>(), vec!["acme"]);
+        assert!(applied.by_tenant["acme"].contains("older"), "{}", applied.by_tenant["acme"]);
+        let report = crate::status::build_report("w1", "default", &a.store);
+        assert!(report.tenants.iter().all(|t| t.tenant != "beta" || t.error.is_none()));
+        // A newer acme bundle resolves it.
+        let applied = a.apply(
+            vec![key.sign("default", 3, 0, content("acme", "dev")), key.sign("default", 1, 0, content("beta", "dev"))],
+            Source::ControlPlane,
+        );
+        assert!(applied.by_tenant.is_empty());
+    }
+
+    #[test]
+    fn key_rotation_with_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SigningKey::generate();
+        let new = SigningKey::generate();
+        // During the overlap the worker trusts both keys and takes bundles signed by either.
+        let mut ring = KeyRing::default();
+        ring.add_base64(&old.public_base64()).unwrap();
+        ring.add_base64(&new.public_base64()).unwrap();
+        let mut both = Activator::new(ring, "default".into(), dir.path(), Arc::new(PolicyStore::default()));
+        let applied = both.apply(vec![old.sign("default", 1, 0, content("acme", "dev"))], Source::ControlPlane);
+        assert!(applied.refused.is_empty() && revision(&both, "acme").is_some());
+        let applied = both.apply(vec![new.sign("default", 2, 0, content("acme", "prod"))], Source::ControlPlane);
+        assert!(applied.refused.is_empty(), "{:?}", applied.refused);
+        assert_eq!(both.store.tenant("acme").unwrap().manifest.sequence, 2);
+        assert!(both.store.tenant("acme").unwrap().virtual_server("prod").is_some());
+
+        // After the old key is removed, a bundle signed with it is refused (and attributed).
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut only_new = activator(&new, dir2.path());
+        let applied = only_new.apply(vec![old.sign("default", 3, 0, content("acme", "dev"))], Source::ControlPlane);
+        assert_eq!(applied.refused.len(), 1);
+        assert!(applied.by_tenant["acme"].contains("key"), "{}", applied.by_tenant["acme"]);
+        assert!(revision(&only_new, "acme").is_none());
+        let applied = only_new.apply(vec![new.sign("default", 3, 0, content("acme", "dev"))], Source::ControlPlane);
+        assert!(applied.refused.is_empty() && revision(&only_new, "acme").is_some());
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ use crate::session::Session;
 use crate::upstream::Target;
 
 /// `resources/list`: every upstream's resources, in upstream order; remembers URI → upstream. A URI
-/// offered by two upstreams is shown (and routed) once, for the first.
+/// offered by two upstreams is shown (and routed) once, for the first in the virtual server's order,
+/// whatever the conflict strategy (a URI is an identity the gateway cannot rename without rewriting
+/// every answer that mentions it); the clash is logged as a warning.
 pub(crate) async fn resources_list(
     gw: &Gateway,
     route: &VirtualServerRoute,
@@ -82,8 +84,9 @@ pub(crate) async fn templates_list(
     list_answer(id, "resourceTemplates", templates, record)
 }
 
-/// `prompts/list`: every upstream's prompts, named like tools (a name used by several upstreams
-/// becomes `{server}__{name}` for each).
+/// `prompts/list`: every upstream's prompts, named like tools by the virtual server's conflict
+/// strategy and prefixes (by default a name used by several upstreams becomes `{server}__{name}`
+/// for each); tool overrides do not apply to prompts.
 pub(crate) async fn prompts_list(
     gw: &Gateway,
     route: &VirtualServerRoute,
@@ -96,7 +99,7 @@ pub(crate) async fn prompts_list(
 
 async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Value>, UpstreamFailure> {
     let lists = list_all(gw, route, session, "prompts", "prompts/list", "prompts").await?;
-    let listed = merge(lists);
+    let listed = merge(&route.shaping, lists, false);
     session.set_prompts(listed.iter().map(|l| (l.exposed.clone(), l.route.clone())).collect());
     Ok(listed.into_iter().map(|l| l.tool).collect())
 }

@@ -27,7 +27,7 @@ mod routes;
 mod screen;
 mod seal;
 mod session;
-mod sse;
+mod status;
 mod telemetry;
 mod upstream;
 
@@ -38,6 +38,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use gatehouse_bundle::{KeyRing, TenantPolicy};
 use tokio::task::{AbortHandle, JoinHandle};
+
+pub use status::{WorkerOptions, default_worker_id};
 
 /// MCP protocol versions the gateway speaks with clients, newest first.
 pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -78,6 +80,10 @@ pub struct GatewayConfig {
     /// When set, `GET /metrics` requires `Authorization: Bearer <metrics_token>`; when `None` it is
     /// open, and the operator must keep it off the public network (it names every tenant served).
     pub metrics_token: Option<String>,
+    /// Commands a stdio upstream may run on this worker (exactly as the bundle names them, e.g.
+    /// `npx` or `/opt/mcp/bin/server`). Empty: stdio upstreams are refused, never launched
+    /// (`docs/decisions/0016-stdio-and-sse-upstreams.md`).
+    pub stdio_commands: Vec<String>,
 }
 
 impl GatewayConfig {
@@ -101,6 +107,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("poll_wait", &self.poll_wait)
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
+            .field("stdio_commands", &self.stdio_commands)
             .finish()
     }
 }
@@ -117,6 +124,8 @@ pub struct Gateway {
 /// Shared state of one worker.
 pub(crate) struct Inner {
     pub(crate) config: GatewayConfig,
+    /// The id this worker reports its status under.
+    pub(crate) worker_id: String,
     /// `scheme://host[:port]` of `public_url`, compared with the `Origin` of requests.
     pub(crate) public_origin: String,
     pub(crate) policies: Arc<bundles::PolicyStore>,
@@ -138,6 +147,8 @@ struct Tasks {
     sweeper: AbortHandle,
     /// Evicts idle rate-limit buckets.
     limits_sweeper: AbortHandle,
+    /// Sends the status reports.
+    reporter: AbortHandle,
     shipper: audit::ShipperHandle,
     /// Taken by the first `shutdown` so a second call is a no-op.
     shut_down: Mutex<bool>,
@@ -148,6 +159,7 @@ impl Drop for Inner {
         self.tasks.poller.abort();
         self.tasks.sweeper.abort();
         self.tasks.limits_sweeper.abort();
+        self.tasks.reporter.abort();
         self.tasks.shipper.abort();
         // The spool task ends by itself: dropping `audit` closes its channel after the queued events.
         self.telemetry.shutdown_in_background();
@@ -158,7 +170,15 @@ impl Gateway {
     /// Starts a worker: checks the configuration, loads the last good bundle set from
     /// `{data_dir}/bundles.json` (so it can serve while the control plane is away), opens the audit
     /// spool, and spawns the bundle poller, the audit shipper and the sweeper of the session cache.
-    pub async fn start(mut config: GatewayConfig) -> anyhow::Result<Gateway> {
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        Self::start_with(config, WorkerOptions::default()).await
+    }
+
+    /// [`Gateway::start`] with an explicit worker id and status-report interval: the worker reports
+    /// its state to the control plane (`POST /v1/workers/status`) after each bundle change and every
+    /// `options.status_interval`.
+    pub async fn start_with(mut config: GatewayConfig, options: WorkerOptions) -> anyhow::Result<Gateway> {
+        let worker_id = status::sanitize_worker_id(&options.worker_id);
         config.control_url = config.control_url.trim_end_matches('/').to_owned();
         config.public_url = config.public_url.trim_end_matches('/').to_owned();
         let public_origin = routes::origin_of(&config.public_url)
@@ -186,10 +206,28 @@ impl Gateway {
         let policies = Arc::new(bundles::PolicyStore::default());
         let mut activator =
             bundles::Activator::new(keyring, config.group.clone(), &config.data_dir, Arc::clone(&policies));
+        // stdio and legacy SSE upstreams are served through local Streamable HTTP endpoints.
+        let bridge = gatehouse_bridge::Bridge::start(gatehouse_bridge::BridgeConfig {
+            stdio_commands: config.stdio_commands.clone(),
+            timeout: config.upstream_timeout,
+            ..Default::default()
+        })
+        .await
+        .context("starting the stdio/SSE upstream bridge")?;
+        activator.set_bridge(bridge);
         activator.load_from_disk().await;
 
         let (audit, shipper) = audit::start(&config, http.clone()).await?;
         let poller = tokio::spawn(bundles::poll(activator, http.clone(), bundles::PollTarget::new(&config)));
+        let reporter = tokio::spawn(status::report(
+            Arc::clone(&policies),
+            http.clone(),
+            format!("{}/v1/workers/status", config.control_url),
+            config.worker_token.clone(),
+            worker_id.clone(),
+            config.group.clone(),
+            options.status_interval.max(Duration::from_millis(100)),
+        ));
         let upstreams = upstream::Upstreams::new(http, config.upstream_timeout);
         let sessions = session::SessionStore::new(upstreams.clone());
         let sweeper = tokio::spawn(session::sweep(sessions.clone()));
@@ -198,6 +236,7 @@ impl Gateway {
 
         let inner = Inner {
             config,
+            worker_id,
             public_origin,
             policies,
             sessions,
@@ -210,6 +249,7 @@ impl Gateway {
                 poller: poller.abort_handle(),
                 sweeper: sweeper.abort_handle(),
                 limits_sweeper: limits_sweeper.abort_handle(),
+                reporter: reporter.abort_handle(),
                 shipper,
                 shut_down: Mutex::new(false),
             },
@@ -221,6 +261,21 @@ impl Gateway {
     /// `/mcp/{tenant}/{vs}`.
     pub fn router(&self) -> axum::Router {
         routes::router(self.clone())
+    }
+
+    /// The id this worker reports its status under.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// The sequence of the bundle serving `tenant`, if any.
+    pub fn active_sequence(&self, tenant: &str) -> Option<u64> {
+        self.inner.policies.tenant(tenant).map(|p| p.manifest.sequence)
+    }
+
+    /// The latest refusal of `tenant`'s bundle (what its status report carries), if any.
+    pub fn tenant_error(&self, tenant: &str) -> Option<String> {
+        self.inner.policies.tenant_errors().remove(tenant)
     }
 
     /// The revision of the bundle serving `tenant`, if any.
@@ -254,6 +309,7 @@ impl Gateway {
         self.inner.tasks.poller.abort();
         self.inner.tasks.sweeper.abort();
         self.inner.tasks.limits_sweeper.abort();
+        self.inner.tasks.reporter.abort();
         self.inner.audit.close().await;
         self.inner.tasks.shipper.stop(SHUTDOWN_GRACE).await;
         self.inner.telemetry.shutdown().await;
@@ -370,6 +426,7 @@ mod tests {
             poll_wait: GatewayConfig::DEFAULT_POLL_WAIT,
             otlp_endpoint: None,
             metrics_token: Some("m3trics".into()),
+            stdio_commands: vec![],
         };
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!format!("{config:?}").contains("m3trics"));

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::join_all;
 use gatehouse_bundle::policy::{AuthFailure, Principal, VirtualServerRoute};
+use gatehouse_bundle::shaping::Shaping;
 use gatehouse_bundle::{Decision, DenyKind, Listing, TenantPolicy};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::audit::{AuditEvent, Outcome};
@@ -26,6 +27,7 @@ use gatehouse_core::jsonrpc::{
     parse_body, result_response,
 };
 use gatehouse_core::rules::PolicyMode;
+use gatehouse_core::shaping::{ArgumentRefusal, check_arguments, shape_definition};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -114,6 +116,8 @@ pub(crate) struct Record {
     virtual_server_known: bool,
     /// The request's spans, when tracing is on (see `telemetry.rs`).
     trace: Option<Box<crate::telemetry::RequestTrace>>,
+    /// The TCP peer's address (`client.ip` in rule conditions), when the listener records it.
+    client_ip: Option<std::net::IpAddr>,
     event: AuditEvent,
 }
 
@@ -126,6 +130,7 @@ impl Record {
             frozen: false,
             virtual_server_known: false,
             trace: None,
+            client_ip: None,
             event: AuditEvent {
                 id: uuid::Uuid::now_v7().to_string(),
                 time_ms: now_ms(),
@@ -229,6 +234,7 @@ impl Record {
             frozen: self.frozen,
             virtual_server_known: self.virtual_server_known,
             trace: None,
+            client_ip: self.client_ip,
             event: self.event.clone(),
         };
         std::mem::replace(self, stays)
@@ -324,6 +330,7 @@ pub(crate) async fn post(
     // Headers are borrowed from the request instead of extracted (which would copy them); the body
     // keeps the extensions, where the body-limit layer put the 4 MiB limit.
     let (mut parts, body) = request.into_parts();
+    record.client_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let mut body = Request::new(body);
     *body.extensions_mut() = std::mem::take(&mut parts.extensions);
     let response = handle_post(&gw, &tenant, &vs, &parts.headers, body, &mut record).await;
@@ -944,6 +951,12 @@ pub(crate) struct UpstreamFailure {
     pub error: UpstreamError,
 }
 
+/// What rule conditions see of this request: the TCP peer's address, the session's client
+/// application (`clientInfo.name`, sealed in the session token) and the time.
+fn condition_facts<'a>(record: &Record, session: &'a Session) -> gatehouse_bundle::conditions::RequestFacts<'a> {
+    gatehouse_bundle::conditions::RequestFacts::new(record.client_ip, session.client_name.as_deref(), None)
+}
+
 async fn tools_list(
     gw: &Gateway,
     policy: &TenantPolicy,
@@ -957,9 +970,10 @@ async fn tools_list(
         Ok(listed) => {
             // Monitor mode lists everything: a call of any listed tool goes through.
             let monitor = route.mode == PolicyMode::Monitor;
+            let facts = condition_facts(record, session);
             let visible: Vec<Value> = listed
                 .into_iter()
-                .filter(|l| match policy.listing(&principal.user_id, &l.route.server, &l.route.name) {
+                .filter(|l| match policy.listing_in(&facts, &principal.user_id, &l.route.server, &l.route.name) {
                     Listing::Visible => true,
                     // Monitor mode lists what access policy would hide, never what the kill switch hides.
                     Listing::Hidden => monitor,
@@ -1009,8 +1023,22 @@ async fn tools_call(
     };
     record.event.upstream_server = Some(target.server.clone());
     record.event.tool = Some(target.name.clone());
+    // Virtual-server shaping: the narrowed schema is enforced and fixed values injected before
+    // anything decides, so access policy and data rules see the final arguments.
+    if let Some(o) = route.shaping.tool(&target.server, &target.name).filter(|o| o.shapes_arguments()) {
+        let arguments = params.as_object_mut().map(|p| p.entry("arguments").or_insert_with(|| json!({})));
+        match arguments.and_then(Value::as_object_mut) {
+            Some(arguments) => {
+                if let Err(refusal) = check_arguments(o, &name, arguments) {
+                    return ok(shaped_refusal(id, &name, refusal, record));
+                }
+            }
+            None => return ok(invalid_params(id, "tools/call params.arguments must be an object", record)),
+        }
+    }
     let arguments = params.get("arguments").and_then(Value::as_object);
-    match policy.authorize_call(&principal.user_id, &target.server, &target.name, arguments) {
+    let facts = condition_facts(record, session);
+    match policy.authorize_call_in(&facts, &principal.user_id, &target.server, &target.name, arguments) {
         Decision::Allow { rule, .. } => record.event.rule_id = Some(rule),
         // Monitor mode observes access policy; it never relaxes the kill switch.
         Decision::Deny { reason, rule, kind } if route.mode == PolicyMode::Monitor && kind != DenyKind::Suspended => {
@@ -1232,7 +1260,7 @@ async fn resolve(
 /// gets a policy denial rather than "unknown tool".
 async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Listed>, UpstreamFailure> {
     let lists = list_all(gw, route, session, "tools", "tools/list", "tools").await?;
-    let listed = merge(lists);
+    let listed = merge(&route.shaping, lists, true);
     session.set_tools(listed.iter().map(|l| (l.exposed.clone(), l.route.clone())).collect());
     Ok(listed)
 }
@@ -1295,38 +1323,64 @@ async fn list_upstream(
     Ok(items)
 }
 
-/// Merges the upstreams' tool lists in order. A name that more than one upstream uses is exposed as
-/// `{server}__{tool}` for each of them, so none is hidden behind another; other names stay as they
-/// are. Names are chosen from the unfiltered lists, so a tool keeps its name when grants change.
-pub(crate) fn merge(lists: Vec<(String, Vec<Value>)>) -> Vec<Listed> {
-    let name_of = |tool: &Value| tool.get("name").and_then(Value::as_str).map(str::to_owned);
-    let mut uses: HashMap<String, usize> = HashMap::new();
-    for tool in lists.iter().flat_map(|(_, tools)| tools) {
-        if let Some(name) = name_of(tool) {
-            *uses.entry(name).or_default() += 1;
-        }
+/// Merges the upstreams' tool (`tools` true) or prompt lists in order, naming them by the virtual
+/// server's conflict strategy and prefixes (`gatehouse_core::shaping::expose`; by default a name
+/// more than one upstream uses is exposed as `{server}__{tool}` for each of them) and reshaping the
+/// tools that have an override (rename, description, fixed and hidden parameters, narrowed enums).
+/// No item is dropped: an unforeseen clash falls back to a prefixed name, with a warning. Names are
+/// chosen from the unfiltered lists, so a tool keeps its name when grants change.
+pub(crate) fn merge(shaping: &Shaping, lists: Vec<(String, Vec<Value>)>, tools: bool) -> Vec<Listed> {
+    let lists: Vec<(String, Vec<(String, Value)>)> = lists
+        .into_iter()
+        .map(|(server, items)| {
+            let named = items
+                .into_iter()
+                .filter_map(|item| match item.get("name").and_then(Value::as_str) {
+                    Some(name) => Some((name.to_owned(), item)),
+                    None => {
+                        warn!(server = %server, "skipping an upstream tool or prompt without a name");
+                        None
+                    }
+                })
+                .collect();
+            (server, named)
+        })
+        .collect();
+    let names: Vec<(&str, Vec<&str>)> =
+        lists.iter().map(|(s, items)| (s.as_str(), items.iter().map(|(n, _)| n.as_str()).collect())).collect();
+    let (exposed, warnings) = shaping.names(&names, tools);
+    for warning in warnings {
+        warn!("{warning}");
     }
-    let mut taken = HashSet::new();
     let mut merged = Vec::new();
-    for (server, tools) in lists {
-        for mut tool in tools {
-            let Some(name) = name_of(&tool) else {
-                warn!(server = %server, "skipping an upstream tool without a name");
-                continue;
-            };
-            let exposed =
-                if uses.get(&name).copied().unwrap_or(0) > 1 { format!("{server}__{name}") } else { name.clone() };
-            if !taken.insert(exposed.clone()) {
-                warn!(server = %server, tool = %name, "another tool is already exposed as '{exposed}'; this one is left out");
-                continue;
-            }
-            if let Some(object) = tool.as_object_mut() {
-                object.insert("name".to_owned(), Value::String(exposed.clone()));
+    for ((server, items), exposed) in lists.into_iter().zip(exposed) {
+        for ((name, mut tool), exposed) in items.into_iter().zip(exposed) {
+            match shaping.tool(&server, &name).filter(|_| tools) {
+                Some(o) => shape_definition(o, &exposed, &mut tool),
+                None => {
+                    if let Some(object) = tool.as_object_mut() {
+                        object.insert("name".to_owned(), Value::String(exposed.clone()));
+                    }
+                }
             }
             merged.push(Listed { exposed, route: ToolRoute { server: server.clone(), name }, tool });
         }
     }
     merged
+}
+
+/// The -32602 refusal of a call whose arguments break the virtual server's narrowed schema.
+fn shaped_refusal(id: &Id, tool: &str, refusal: ArgumentRefusal, record: &mut Record) -> Value {
+    record.outcome(Outcome::Invalid, refusal.message.clone());
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": INVALID_PARAMS,
+            "message": refusal.message,
+            "data": { "code": ErrorCode::InvalidInput.as_str(), "tool": tool, "param": refusal.param },
+        },
+    })
 }
 
 pub(crate) fn invalid_params(id: &Id, why: &str, record: &mut Record) -> Value {
@@ -1360,14 +1414,58 @@ mod tests {
 
     #[test]
     fn shared_names_are_prefixed_for_every_upstream() {
-        let merged = merge(vec![
-            ("alpha".into(), vec![tool("echo"), tool("search")]),
-            ("beta".into(), vec![tool("search"), json!({ "description": "nameless" })]),
-        ]);
+        let merged = merge(
+            &Shaping::default(),
+            vec![
+                ("alpha".into(), vec![tool("echo"), tool("search")]),
+                ("beta".into(), vec![tool("search"), json!({ "description": "nameless" })]),
+            ],
+            true,
+        );
         let names: Vec<&str> = merged.iter().map(|l| l.exposed.as_str()).collect();
         assert_eq!(names, ["echo", "alpha__search", "beta__search"]);
         assert_eq!(merged[2].route, ToolRoute { server: "beta".into(), name: "search".into() });
         assert_eq!(merged[2].tool["name"], "beta__search");
+    }
+
+    #[test]
+    fn merge_follows_the_strategy_and_reshapes_overridden_tools() {
+        use gatehouse_bundle::format::VirtualServer;
+        use gatehouse_core::shaping::{ConflictStrategy, FixedParam, ToolOverride, UpstreamPrefix};
+        let add = json!({ "name": "add", "description": "Adds", "inputSchema": {
+            "type": "object", "properties": { "a": { "type": "number" }, "b": { "type": "number" } }, "required": ["a", "b"] } });
+        let lists =
+            || vec![("alpha".to_owned(), vec![tool("echo"), add.clone()]), ("beta".to_owned(), vec![tool("echo")])];
+        let vs = |strategy| VirtualServer {
+            slug: "dev".into(),
+            upstreams: vec!["alpha".into(), "beta".into()],
+            mode: PolicyMode::Enforce,
+            conflict_strategy: strategy,
+            prefixes: vec![UpstreamPrefix { server: "beta".into(), prefix: "b".into() }],
+            overrides: vec![ToolOverride {
+                server: "alpha".into(),
+                tool: "add".into(),
+                rename: Some("add-forty".into()),
+                fixed: vec![FixedParam { name: "a".into(), value: json!(40) }],
+                ..Default::default()
+            }],
+        };
+        let names = |strategy| -> Vec<String> {
+            merge(&Shaping::new(&vs(strategy)), lists(), true).into_iter().map(|l| l.exposed).collect()
+        };
+        assert_eq!(names(ConflictStrategy::Auto), ["alpha__echo", "add-forty", "b__echo"]);
+        assert_eq!(names(ConflictStrategy::Prefix), ["alpha__echo", "add-forty", "b__echo"]);
+        assert_eq!(names(ConflictStrategy::Priority), ["echo", "add-forty", "b__echo"]);
+        assert_eq!(names(ConflictStrategy::Explicit), ["alpha__echo", "add-forty", "b__echo"], "unforeseen: prefixed");
+        let merged = merge(&Shaping::new(&vs(ConflictStrategy::Priority)), lists(), true);
+        assert_eq!(merged[1].route, ToolRoute { server: "alpha".into(), name: "add".into() });
+        assert_eq!(merged[1].tool["name"], "add-forty");
+        assert_eq!(merged[1].tool["inputSchema"]["required"], json!(["b"]));
+        assert!(merged[1].tool["inputSchema"]["properties"].get("a").is_none());
+        // Prompts: the strategy and prefixes, never the tool overrides.
+        let prompts = merge(&Shaping::new(&vs(ConflictStrategy::Priority)), lists(), false);
+        assert_eq!(prompts.iter().map(|l| l.exposed.as_str()).collect::<Vec<_>>(), ["echo", "add", "b__echo"]);
+        assert_eq!(prompts[1].tool["inputSchema"]["required"], json!(["a", "b"]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde_json::{Number, Value, json};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::sse::SseParser;
+use gatehouse_bridge::sse::SseParser;
 
 /// Largest upstream event relayed.
 const MAX_EVENT_BYTES: usize = 16 << 20;

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::session::UpstreamSlot;
-use crate::sse::SseParser;
 use crate::{LATEST_PROTOCOL_VERSION, VERSION};
+use gatehouse_bridge::sse::SseParser;
 
 /// The session header of Streamable HTTP.
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");

@@ -51,6 +51,7 @@ impl Worker {
             poll_wait: Duration::from_secs(1),
             otlp_endpoint: otlp,
             metrics_token: Some(METRICS_TOKEN.to_owned()),
+            stdio_commands: vec![],
         })
         .await
         .expect("gateway starts");

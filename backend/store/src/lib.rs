@@ -5,12 +5,18 @@
 //! is configured; see `docs/decisions/0002-database-layer.md`. Every method that reads or writes
 //! tenant data takes the tenant id first and names it in its `WHERE` clause.
 
+mod gateways;
 mod model;
+mod publishing;
 mod sessions;
+mod shaping;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use gateways::*;
 pub use model::*;
+pub use publishing::{PublicationRow, PublishingModeRow};
+pub use shaping::{ShapingRow, ToolOverrideRow};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -228,7 +234,7 @@ impl Store {
     pub async fn create_server(&self, s: &Server) -> Result<()> {
         on_pool!(self, |p| sqlx::query(
             "INSERT INTO servers (tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, labels_json, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+             created_at_ms, transport, command_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )
         .bind(&s.tenant_id)
         .bind(&s.id)
@@ -239,6 +245,8 @@ impl Store {
         .bind(s.tools_fetched_at_ms)
         .bind(&s.labels_json)
         .bind(s.created_at_ms)
+        .bind(&s.transport)
+        .bind(&s.command_json)
         .execute(p)
         .await
         .map(|_| ()))?;
@@ -506,7 +514,7 @@ impl Store {
     pub async fn insert_rule(&self, r: &AccessRule) -> Result<()> {
         on_pool!(self, |p| sqlx::query(
             "INSERT INTO access_rules (tenant_id, id, role_id, server_id, effect, tools, annotation_json, params_json, \
-             description, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             description, created_at_ms, condition_cel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )
         .bind(&r.tenant_id)
         .bind(&r.id)
@@ -518,6 +526,7 @@ impl Store {
         .bind(&r.params_json)
         .bind(&r.description)
         .bind(r.created_at_ms)
+        .bind(&r.condition_cel)
         .execute(p)
         .await
         .map(|_| ()))?;
@@ -539,7 +548,7 @@ impl Store {
     pub async fn list_rules(&self, tenant_id: &str) -> Result<Vec<AccessRule>> {
         Ok(on_pool!(self, |p| sqlx::query_as(
             "SELECT tenant_id, id, role_id, server_id, effect, tools, annotation_json, params_json, description, \
-             created_at_ms FROM access_rules WHERE tenant_id = $1 ORDER BY role_id, created_at_ms, id"
+             created_at_ms, condition_cel FROM access_rules WHERE tenant_id = $1 ORDER BY role_id, created_at_ms, id"
         )
         .bind(tenant_id)
         .fetch_all(p)
@@ -578,6 +587,168 @@ impl Store {
     pub async fn list_bindings(&self, tenant_id: &str) -> Result<Vec<Binding>> {
         Ok(on_pool!(self, |p| sqlx::query_as(
             "SELECT role_id, user_id FROM role_bindings WHERE tenant_id = $1 ORDER BY role_id, user_id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    // ---------------------------------------------------------------- groups and user attributes
+
+    /// Creates a local group.
+    pub async fn create_group(&self, g: &UserGroup) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO user_groups (tenant_id, id, slug, name, created_at_ms) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(&g.tenant_id)
+        .bind(&g.id)
+        .bind(&g.slug)
+        .bind(&g.name)
+        .bind(g.created_at_ms)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes a group of a tenant (its memberships and role bindings go with it); returns whether
+    /// there was one.
+    pub async fn delete_group(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query("DELETE FROM user_groups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// A tenant's groups, by slug.
+    pub async fn list_groups(&self, tenant_id: &str) -> Result<Vec<UserGroup>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, slug, name, created_at_ms FROM user_groups WHERE tenant_id = $1 ORDER BY slug"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// One group of a tenant, by slug.
+    pub async fn group_by_slug(&self, tenant_id: &str, slug: &str) -> Result<Option<UserGroup>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, id, slug, name, created_at_ms FROM user_groups WHERE tenant_id = $1 AND slug = $2"
+        )
+        .bind(tenant_id)
+        .bind(slug)
+        .fetch_optional(p)
+        .await)?)
+    }
+
+    /// Puts a user in a group (idempotent). Both must belong to the tenant (foreign keys).
+    pub async fn add_group_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO group_members (tenant_id, group_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        )
+        .bind(tenant_id)
+        .bind(group_id)
+        .bind(user_id)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Takes a user out of a group; returns whether they were in it.
+    pub async fn remove_group_member(&self, tenant_id: &str, group_id: &str, user_id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query(
+            "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND user_id = $3"
+        )
+        .bind(tenant_id)
+        .bind(group_id)
+        .bind(user_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Every membership in a tenant.
+    pub async fn list_group_members(&self, tenant_id: &str) -> Result<Vec<GroupMember>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT group_id, user_id FROM group_members WHERE tenant_id = $1 ORDER BY group_id, user_id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Binds a role to a group (idempotent).
+    pub async fn bind_group_role(&self, tenant_id: &str, group_id: &str, role_id: &str) -> Result<()> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO group_roles (tenant_id, group_id, role_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        )
+        .bind(tenant_id)
+        .bind(group_id)
+        .bind(role_id)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Unbinds a role from a group; returns whether it was bound.
+    pub async fn unbind_group_role(&self, tenant_id: &str, group_id: &str, role_id: &str) -> Result<bool> {
+        let n = on_pool!(self, |p| sqlx::query(
+            "DELETE FROM group_roles WHERE tenant_id = $1 AND group_id = $2 AND role_id = $3"
+        )
+        .bind(tenant_id)
+        .bind(group_id)
+        .bind(role_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Every group role binding in a tenant.
+    pub async fn list_group_roles(&self, tenant_id: &str) -> Result<Vec<GroupRole>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT group_id, role_id FROM group_roles WHERE tenant_id = $1 ORDER BY group_id, role_id"
+        )
+        .bind(tenant_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Replaces all attributes of a user in one transaction.
+    pub async fn set_user_attributes(&self, tenant_id: &str, user_id: &str, attrs: &[(String, String)]) -> Result<()> {
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM user_attributes WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for (key, value) in attrs {
+                sqlx::query(
+                    "INSERT INTO user_attributes (tenant_id, user_id, attr_key, attr_value) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(tenant_id)
+                .bind(user_id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Every user attribute in a tenant, by user then key.
+    pub async fn list_user_attributes(&self, tenant_id: &str) -> Result<Vec<UserAttribute>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT user_id, attr_key, attr_value FROM user_attributes WHERE tenant_id = $1 ORDER BY user_id, attr_key"
         )
         .bind(tenant_id)
         .fetch_all(p)
@@ -893,8 +1064,8 @@ impl Store {
 
 const USER_COLUMNS: &str =
     "SELECT tenant_id, id, email, display_name, password_hash, console_role, created_at_ms FROM users";
-const SERVER_COLUMNS: &str =
-    "SELECT tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, labels_json, created_at_ms FROM servers";
+const SERVER_COLUMNS: &str = "SELECT tenant_id, id, slug, name, url, tools_json, tools_fetched_at_ms, labels_json, \
+     created_at_ms, transport, command_json FROM servers";
 const TOKEN_COLUMNS: &str = "SELECT tenant_id, id, user_id, name, sha256, prefix, created_at_ms, expires_at_ms, \
      revoked_at_ms FROM api_tokens";
 

@@ -60,6 +60,10 @@ pub struct Server {
     pub labels_json: String,
     /// Created at.
     pub created_at_ms: i64,
+    /// `streamableHttp`, `sse` (`url` is the legacy SSE URL) or `stdio` (`url` is empty).
+    pub transport: String,
+    /// For stdio: `{"command": …, "args": […], "env": {…}}`; `None` otherwise.
+    pub command_json: Option<String>,
 }
 
 /// An access role.
@@ -111,6 +115,52 @@ pub struct AccessRule {
     pub description: String,
     /// Created at.
     pub created_at_ms: i64,
+    /// CEL condition (`None`: the rule always applies).
+    pub condition_cel: Option<String>,
+}
+
+/// A local group of users.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserGroup {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Id.
+    pub id: String,
+    /// Slug, unique in the tenant (what conditions see in `user.groups`).
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Created at.
+    pub created_at_ms: i64,
+}
+
+/// A user in a group.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GroupMember {
+    /// Group.
+    pub group_id: String,
+    /// User.
+    pub user_id: String,
+}
+
+/// A role bound to a group.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GroupRole {
+    /// Group.
+    pub group_id: String,
+    /// Role.
+    pub role_id: String,
+}
+
+/// One attribute of a user.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserAttribute {
+    /// User.
+    pub user_id: String,
+    /// Key.
+    pub attr_key: String,
+    /// Value.
+    pub attr_value: String,
 }
 
 /// A data-classification rule (see `gatehouse_core::classification`).

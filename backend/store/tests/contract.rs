@@ -11,9 +11,9 @@ use std::fmt::Debug;
 
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
-    AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, ROLE_MEMBER, ROLE_PLATFORM_ADMIN,
-    ROLE_TENANT_ADMIN, RateLimitRow, Role, Server, SessionKeyRow, Store, StoreError, Suspension, Tenant, User,
-    VirtualServer, VirtualServerUpstream,
+    AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, GroupMember, GroupRole,
+    ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, RateLimitRow, Role, Server, SessionKeyRow, Store, StoreError,
+    Suspension, Tenant, User, UserAttribute, UserGroup, VirtualServer, VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -71,6 +71,7 @@ contract_tests! {
     servers => sqlite_servers, postgres_servers;
     roles_grants_bindings => sqlite_roles_grants_bindings, postgres_roles_grants_bindings;
     access_rules_and_policy_mode => sqlite_access_rules_and_policy_mode, postgres_access_rules_and_policy_mode;
+    groups_and_attributes => sqlite_groups_and_attributes, postgres_groups_and_attributes;
     classification_rules_and_labels => sqlite_classification_rules_and_labels, postgres_classification_rules_and_labels;
     suspensions => sqlite_suspensions, postgres_suspensions;
     rate_limits => sqlite_rate_limits, postgres_rate_limits;
@@ -83,6 +84,8 @@ contract_tests! {
     tenant_isolation => sqlite_tenant_isolation, postgres_tenant_isolation;
     cross_tenant_references => sqlite_cross_tenant_references, postgres_cross_tenant_references;
     console_sessions => sqlite_console_sessions, postgres_console_sessions;
+    publications => sqlite_publications, postgres_publications;
+    virtual_server_shaping => sqlite_virtual_server_shaping, postgres_virtual_server_shaping;
 }
 
 #[test]
@@ -141,6 +144,8 @@ fn server(t: &Tenant, slug: &str) -> Server {
         tools_fetched_at_ms: None,
         labels_json: "[]".to_owned(),
         created_at_ms: 1_700_000_000_000,
+        transport: "streamableHttp".to_owned(),
+        command_json: None,
     }
 }
 
@@ -360,6 +365,22 @@ async fn servers(s: &Store) {
     assert_eq!(s.server_by_slug(&a.id, "mail").await.unwrap(), None);
     assert_conflict(s.create_server(&server(&a, "files")).await, "a second server slug files in tenant a");
 
+    // A stdio server keeps its transport and command; another tenant does not see it.
+    let local = Server {
+        url: String::new(),
+        transport: "stdio".to_owned(),
+        command_json: Some(r#"{"command":"npx","args":["-y","srv"],"env":{}}"#.to_owned()),
+        ..server(&a, "local")
+    };
+    s.create_server(&local).await.unwrap();
+    assert_eq!(s.server_by_slug(&a.id, "local").await.unwrap(), Some(local.clone()));
+    assert_eq!(s.server_by_slug(&b.id, "local").await.unwrap(), None, "tenant b cannot read a's stdio server");
+    let legacy = Server { transport: "sse".to_owned(), ..server(&b, "legacy") };
+    s.create_server(&legacy).await.unwrap();
+    assert_eq!(s.list_servers(&b.id).await.unwrap(), vec![legacy, b_search.clone()]);
+    let bogus = Server { transport: "carrier-pigeon".to_owned(), ..server(&a, "bogus") };
+    assert!(s.create_server(&bogus).await.is_err(), "the database refuses an unknown transport");
+
     let tools = r#"[{"name":"search_docs","inputSchema":{"type":"object"}}]"#;
     assert!(s.update_server_tools(&a.id, &search.id, tools, 1_700_000_001_000).await.unwrap());
     let updated = s.server_by_slug(&a.id, "search").await.unwrap().unwrap();
@@ -459,7 +480,96 @@ fn access_rule(r: &Role, srv: &Server, effect: &str, tools: &str, created_at_ms:
         params_json: "[]".to_owned(),
         description: String::new(),
         created_at_ms,
+        condition_cel: None,
     }
+}
+
+fn group(t: &Tenant, slug: &str, created_at_ms: i64) -> UserGroup {
+    UserGroup {
+        tenant_id: t.id.clone(),
+        id: new_id(),
+        slug: slug.to_owned(),
+        name: format!("Group {slug}"),
+        created_at_ms,
+    }
+}
+
+async fn groups_and_attributes(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let u1 = user(&a, "u1@a.test", None, ROLE_MEMBER, 1);
+    let u2 = user(&a, "u2@a.test", None, ROLE_MEMBER, 2);
+    let bu = user(&b, "u@b.test", None, ROLE_MEMBER, 3);
+    for u in [&u1, &u2, &bu] {
+        s.create_user(u).await.unwrap();
+    }
+    let ops = role(&a, "ops");
+    s.create_role(&ops).await.unwrap();
+    let oncall = group(&a, "oncall", 1);
+    let eng = group(&a, "eng", 2);
+    s.create_group(&oncall).await.unwrap();
+    s.create_group(&eng).await.unwrap();
+    assert_eq!(s.list_groups(&a.id).await.unwrap(), vec![eng.clone(), oncall.clone()], "by slug, every column kept");
+    assert!(s.list_groups(&b.id).await.unwrap().is_empty(), "tenant b sees none of a's groups");
+    assert_eq!(s.group_by_slug(&a.id, "oncall").await.unwrap(), Some(oncall.clone()));
+    assert_eq!(s.group_by_slug(&b.id, "oncall").await.unwrap(), None, "not across tenants");
+    assert!(matches!(s.create_group(&group(&a, "oncall", 3)).await, Err(StoreError::Conflict(_))), "slug is unique");
+    s.create_group(&group(&b, "oncall", 3)).await.expect("another tenant may use the same slug");
+
+    // Members and roles: idempotent adds, removals say whether there was something.
+    s.add_group_member(&a.id, &oncall.id, &u1.id).await.unwrap();
+    s.add_group_member(&a.id, &oncall.id, &u1.id).await.expect("adding twice is fine");
+    s.add_group_member(&a.id, &eng.id, &u2.id).await.unwrap();
+    s.bind_group_role(&a.id, &oncall.id, &ops.id).await.unwrap();
+    s.bind_group_role(&a.id, &oncall.id, &ops.id).await.expect("binding twice is fine");
+    let member = |g: &UserGroup, u: &User| GroupMember { group_id: g.id.clone(), user_id: u.id.clone() };
+    let mut expected = vec![member(&oncall, &u1), member(&eng, &u2)];
+    expected.sort_by(|x, y| (&x.group_id, &x.user_id).cmp(&(&y.group_id, &y.user_id)));
+    assert_eq!(s.list_group_members(&a.id).await.unwrap(), expected);
+    assert_eq!(
+        s.list_group_roles(&a.id).await.unwrap(),
+        vec![GroupRole { group_id: oncall.id.clone(), role_id: ops.id.clone() }]
+    );
+    assert!(s.list_group_members(&b.id).await.unwrap().is_empty());
+    assert!(s.list_group_roles(&b.id).await.unwrap().is_empty());
+    // Cross-tenant attempts: tenant b's user in a's group, a's group under tenant b's id, b's role.
+    assert_missing_reference(s.add_group_member(&a.id, &oncall.id, &bu.id).await, "tenant b's user in a's group");
+    assert_missing_reference(s.add_group_member(&b.id, &oncall.id, &bu.id).await, "a's group named under tenant b");
+    let b_role = role(&b, "ops");
+    s.create_role(&b_role).await.unwrap();
+    assert_missing_reference(s.bind_group_role(&a.id, &oncall.id, &b_role.id).await, "tenant b's role on a's group");
+    assert!(!s.remove_group_member(&b.id, &oncall.id, &u1.id).await.unwrap(), "tenant b cannot remove a's member");
+    assert!(!s.delete_group(&b.id, &oncall.id).await.unwrap(), "tenant b cannot delete a's group");
+    assert!(s.remove_group_member(&a.id, &eng.id, &u2.id).await.unwrap());
+    assert!(!s.remove_group_member(&a.id, &eng.id, &u2.id).await.unwrap(), "already out");
+    assert!(!s.unbind_group_role(&a.id, &eng.id, &ops.id).await.unwrap(), "never bound");
+
+    // Attributes: replaced whole, per user, scoped by tenant.
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>();
+    s.set_user_attributes(&a.id, &u1.id, &pairs(&[("department", "payments"), ("clearance", "high")])).await.unwrap();
+    s.set_user_attributes(&a.id, &u2.id, &pairs(&[("department", "support")])).await.unwrap();
+    s.set_user_attributes(&a.id, &u1.id, &pairs(&[("clearance", "low")])).await.unwrap();
+    let attr = |u: &User, k: &str, v: &str| UserAttribute {
+        user_id: u.id.clone(),
+        attr_key: k.to_owned(),
+        attr_value: v.to_owned(),
+    };
+    let mut expected = vec![attr(&u1, "clearance", "low"), attr(&u2, "department", "support")];
+    expected.sort_by(|x, y| (&x.user_id, &x.attr_key).cmp(&(&y.user_id, &y.attr_key)));
+    assert_eq!(s.list_user_attributes(&a.id).await.unwrap(), expected, "the second set replaced u1's first");
+    assert!(s.list_user_attributes(&b.id).await.unwrap().is_empty());
+    assert_missing_reference(
+        s.set_user_attributes(&b.id, &u1.id, &pairs(&[("x", "y")])).await,
+        "attributes for a's user under tenant b",
+    );
+
+    // Deleting a group takes its memberships and role bindings with it.
+    assert!(s.delete_group(&a.id, &oncall.id).await.unwrap());
+    assert!(s.list_group_members(&a.id).await.unwrap().is_empty());
+    assert!(s.list_group_roles(&a.id).await.unwrap().is_empty());
+    assert!(!s.delete_group(&a.id, &oncall.id).await.unwrap(), "already deleted");
 }
 
 async fn access_rules_and_policy_mode(s: &Store) {
@@ -480,7 +590,10 @@ async fn access_rules_and_policy_mode(s: &Store) {
         description: "tmp only".to_owned(),
         ..access_rule(&ops, &s1, "allow", "*", 2)
     };
-    let deny = access_rule(&ops, &s1, "deny", "drop_*", 1);
+    let deny = AccessRule {
+        condition_cel: Some("inCidr(client.ip, '10.0.0.0/8')".to_owned()),
+        ..access_rule(&ops, &s1, "deny", "drop_*", 1)
+    };
     let dev_rule = access_rule(&dev, &s1, "allow", "read", 3);
     for r in [&constrained, &deny, &dev_rule] {
         s.insert_rule(r).await.unwrap();
@@ -679,6 +792,56 @@ async fn virtual_servers(s: &Store) {
     s.create_virtual_server(&broken, std::slice::from_ref(&s1.id)).await.expect("the rolled-back id and slug are free");
     let upstreams = s.list_virtual_server_upstreams(&a.id).await.unwrap();
     assert_eq!(upstreams.iter().filter(|u| u.virtual_server_id == broken.id).count(), 1);
+}
+
+/// Virtual-server shaping rows (`docs/decisions/0013-virtual-server-shaping.md`): upserts and tenant
+/// scoping (another tenant's id finds nothing and deletes nothing).
+async fn virtual_server_shaping(s: &Store) {
+    use gatehouse_store::{ShapingRow, ToolOverrideRow};
+    let (a, b) = (tenant("a"), tenant("b"));
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    let (s1, s2) = (server(&a, "s1"), server(&a, "s2"));
+    s.create_server(&s1).await.unwrap();
+    s.create_server(&s2).await.unwrap();
+    let vs = virtual_server(&a, "dev");
+    s.create_virtual_server(&vs, &[s1.id.clone(), s2.id.clone()]).await.unwrap();
+    let shaping = |strategy: &str| ShapingRow {
+        tenant_id: a.id.clone(),
+        virtual_server_id: vs.id.clone(),
+        conflict_strategy: strategy.into(),
+        prefixes_json: format!(r#"{{"{}":"x"}}"#, s2.id),
+        updated_at_ms: 1,
+    };
+    s.set_shaping(&shaping("priority")).await.unwrap();
+    s.set_shaping(&shaping("explicit")).await.unwrap();
+    assert_eq!(s.list_shaping(&a.id).await.unwrap(), vec![shaping("explicit")], "one row per virtual server");
+    assert!(s.set_shaping(&shaping("nonsense")).await.is_err(), "the strategy is checked by the database");
+    let o = |server: &Server, tool: &str, json: &str| ToolOverrideRow {
+        tenant_id: a.id.clone(),
+        virtual_server_id: vs.id.clone(),
+        server_id: server.id.clone(),
+        tool: tool.into(),
+        override_json: json.into(),
+        updated_at_ms: 2,
+    };
+    s.upsert_tool_override(&o(&s2, "search", r#"{"rename":"a"}"#)).await.unwrap();
+    s.upsert_tool_override(&o(&s1, "echo", r#"{"rename":"b"}"#)).await.unwrap();
+    s.upsert_tool_override(&o(&s2, "search", r#"{"rename":"c"}"#)).await.unwrap();
+    let mut expected = vec![o(&s1, "echo", r#"{"rename":"b"}"#), o(&s2, "search", r#"{"rename":"c"}"#)];
+    expected.sort_by(|x, y| (&x.server_id, &x.tool).cmp(&(&y.server_id, &y.tool)));
+    assert_eq!(s.list_tool_overrides(&a.id).await.unwrap(), expected, "replaced, ordered by server and tool");
+
+    // Another tenant sees and deletes nothing of a's, and cannot point at a's rows.
+    assert!(s.list_shaping(&b.id).await.unwrap().is_empty());
+    assert!(s.list_tool_overrides(&b.id).await.unwrap().is_empty());
+    assert!(!s.delete_tool_override(&b.id, &vs.id, &s1.id, "echo").await.unwrap());
+    let foreign = ToolOverrideRow { tenant_id: b.id.clone(), ..o(&s1, "echo", "{}") };
+    assert_missing_reference(s.upsert_tool_override(&foreign).await, "an override of another tenant's virtual server");
+
+    assert!(s.delete_tool_override(&a.id, &vs.id, &s1.id, "echo").await.unwrap());
+    assert!(!s.delete_tool_override(&a.id, &vs.id, &s1.id, "echo").await.unwrap());
+    assert_eq!(s.list_tool_overrides(&a.id).await.unwrap(), vec![o(&s2, "search", r#"{"rename":"c"}"#)]);
 }
 
 // ==================================================================== 6. tokens
@@ -1119,4 +1282,61 @@ fn with_database_replaces_only_the_path() {
     );
     assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
     assert_eq!(with_database("postgres://h?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+}
+
+/// Publishing mode and publications (decision 0015): numbered per tenant, a number taken twice is a
+/// conflict, every read is scoped by tenant; the replay query keeps a tenant's own recent tool calls.
+async fn publications(s: &Store) {
+    use gatehouse_store::{PublicationRow, PublishingModeRow};
+    let a = tenant("a");
+    let b = tenant("b");
+    s.create_tenant(&a).await.unwrap();
+    s.create_tenant(&b).await.unwrap();
+    assert_eq!(s.publishing_mode(&a.id).await.unwrap(), None);
+    let mode = PublishingModeRow {
+        tenant_id: a.id.clone(),
+        mode: "reviewed".into(),
+        updated_by: "root@example.com".into(),
+        updated_at_ms: 7,
+    };
+    s.set_publishing_mode(&mode).await.unwrap();
+    s.set_publishing_mode(&PublishingModeRow { mode: "automatic".into(), ..mode.clone() }).await.unwrap();
+    assert_eq!(s.publishing_mode(&a.id).await.unwrap().unwrap().mode, "automatic");
+    assert_eq!(s.publishing_mode(&b.id).await.unwrap(), None);
+
+    let row = |t: &Tenant, number: i64, revision: &str| PublicationRow {
+        tenant_id: t.id.clone(),
+        number,
+        kind: "publish".into(),
+        revision: revision.into(),
+        content_json: format!("{{\"n\":{number}}}"),
+        restores_number: None,
+        published_by: Some("root@example.com".into()),
+        note: "why".into(),
+        published_at_ms: number,
+    };
+    s.insert_publication(&row(&a, 1, "r1")).await.unwrap();
+    s.insert_publication(&PublicationRow { restores_number: Some(1), kind: "rollback".into(), ..row(&a, 2, "r2") })
+        .await
+        .unwrap();
+    assert!(matches!(s.insert_publication(&row(&a, 2, "r3")).await, Err(StoreError::Conflict(_))));
+    s.insert_publication(&row(&b, 1, "r1")).await.unwrap();
+
+    let latest = s.latest_publication(&a.id, true).await.unwrap().unwrap();
+    assert_eq!((latest.number, latest.restores_number, latest.content_json.as_str()), (2, Some(1), "{\"n\":2}"));
+    assert_eq!(s.latest_publication(&a.id, false).await.unwrap().unwrap().content_json, "");
+    let listed = s.list_publications(&a.id, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.number).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(s.list_publications(&a.id, 1).await.unwrap().len(), 1);
+    assert_eq!(s.publication_by_revision(&a.id, "r1").await.unwrap().unwrap().tenant_id, a.id);
+    assert_eq!(s.publication_by_revision(&b.id, "r2").await.unwrap(), None, "a's revision is not b's");
+
+    let mut events = vec![audit_event(&a, 1_000, true), audit_event(&a, 5_000, true), audit_event(&b, 5_000, true)];
+    let mut list = audit_event(&a, 6_000, true);
+    list.method = "tools/list".into();
+    events.push(list);
+    s.insert_audit_events(&events).await.unwrap();
+    let calls = s.list_tool_calls_since(&a.id, 2_000, 10).await.unwrap();
+    assert_eq!(calls.iter().map(|e| (e.tenant_id.as_str(), e.time_ms)).collect::<Vec<_>>(), [(a.id.as_str(), 5_000)]);
+    assert_eq!(s.list_tool_calls_since(&a.id, 0, 1).await.unwrap()[0].time_ms, 5_000, "newest first");
 }

@@ -163,11 +163,39 @@ pub async fn list_servers(tenant: String) -> ApiResult<Vec<ServerView>> {
     ssr::answer(s.list_servers(&actor, &tenant).await)
 }
 
-/// Registers an upstream server and fetches its tools.
+/// Registers an upstream server and fetches its tools. `transport`: `streamableHttp`, `sse` or
+/// `stdio`; a stdio server's `args` are one per line and its `env` is `NAME=value` lines.
 #[server(prefix = "/api/console", endpoint = "register_server")]
-pub async fn register_server(tenant: String, slug: String, name: String, url: String) -> ApiResult<ServerView> {
+#[allow(clippy::too_many_arguments)]
+pub async fn register_server(
+    tenant: String,
+    slug: String,
+    name: String,
+    #[server(default)] transport: String,
+    #[server(default)] url: String,
+    #[server(default)] command: String,
+    #[server(default)] args: String,
+    #[server(default)] env: String,
+) -> ApiResult<ServerView> {
     let (s, actor) = ssr::signed_in().await?;
-    ssr::answer(s.register_server(&actor, &tenant, slug.trim(), &name, &url).await)
+    let lines = |text: &str| -> Vec<String> {
+        text.lines().map(|l| l.trim_end_matches('\r').to_owned()).filter(|l| !l.trim().is_empty()).collect()
+    };
+    let env = lines(&env)
+        .into_iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.trim().to_owned(), v.to_owned()),
+            None => (l.trim().to_owned(), String::new()),
+        })
+        .collect();
+    let spec = gatehouse_control::services::ServerSpec {
+        transport: Some(transport).filter(|t| !t.is_empty()),
+        url: Some(url).filter(|u| !u.trim().is_empty()),
+        command: Some(command).filter(|c| !c.trim().is_empty()),
+        args: lines(&args),
+        env,
+    };
+    ssr::answer(s.register_server_spec(&actor, &tenant, slug.trim(), &name, &spec).await)
 }
 
 /// Fetches a server's tools again.
@@ -238,6 +266,15 @@ pub async fn add_rate_limit(
 pub async fn delete_rate_limit(tenant: String, id: String) -> ApiResult<String> {
     let (s, actor) = ssr::signed_in().await?;
     ssr::answer(s.delete_rate_limit(&actor, &tenant, &id).await.map(|_| id))
+}
+
+// ------------------------------------------------------------------ gateways
+
+/// The tenant's gateway group and the workers serving it (their revision and errors for this tenant).
+#[server(prefix = "/api/console", endpoint = "gateway_status")]
+pub async fn gateway_status(tenant: String) -> ApiResult<gatehouse_core::gateways::GatewayStatusView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.gateway_status(&actor, &tenant).await)
 }
 
 // ------------------------------------------------------------------ kill switch
@@ -381,6 +418,7 @@ pub async fn add_rule(
     #[server(default)] path_prefixes: String,
     #[server(default)] url_hosts: String,
     #[server(default)] optional: Option<String>,
+    #[server(default)] condition: String,
 ) -> ApiResult<RuleView> {
     let (s, actor) = ssr::signed_in().await?;
     let form = RuleForm {
@@ -398,6 +436,7 @@ pub async fn add_rule(
         path_prefixes,
         url_hosts,
         optional: optional.is_some(),
+        condition,
     };
     let rule = form.into_input()?;
     ssr::answer(s.add_rule(&actor, &tenant, &role, &rule).await)
@@ -475,6 +514,55 @@ pub async fn set_policy_mode(tenant: String, virtual_server: String, mode: Strin
     ssr::answer(s.set_policy_mode(&actor, &tenant, &virtual_server, mode).await)
 }
 
+/// A virtual server's tools as clients see them (after shaping), in upstream order.
+#[server(prefix = "/api/console", endpoint = "virtual_server_tools")]
+pub async fn virtual_server_tools(
+    tenant: String,
+    virtual_server: String,
+) -> ApiResult<Vec<gatehouse_core::shaping::ExposedToolView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.virtual_server_tools(&actor, &tenant, &virtual_server).await)
+}
+
+/// Sets a virtual server's conflict strategy (`auto`, `prefix`, `priority`, `explicit`) and its
+/// upstreams' prefixes.
+#[server(prefix = "/api/console", endpoint = "set_conflict_strategy", input = Json)]
+pub async fn set_conflict_strategy(
+    tenant: String,
+    virtual_server: String,
+    strategy: String,
+    prefixes: Vec<gatehouse_core::shaping::UpstreamPrefix>,
+) -> ApiResult<VirtualServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let Some(strategy) = gatehouse_core::shaping::ConflictStrategy::parse(&strategy) else {
+        return Err(ConsoleError::invalid("strategy", "must be 'auto', 'prefix', 'priority' or 'explicit'"));
+    };
+    ssr::answer(s.set_conflict_strategy(&actor, &tenant, &virtual_server, strategy, &prefixes).await)
+}
+
+/// Sets (adds or replaces) the override of one upstream tool of a virtual server.
+#[server(prefix = "/api/console", endpoint = "set_tool_override", input = Json)]
+pub async fn set_tool_override(
+    tenant: String,
+    virtual_server: String,
+    tool_override: gatehouse_core::shaping::ToolOverride,
+) -> ApiResult<VirtualServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.set_tool_override(&actor, &tenant, &virtual_server, &tool_override).await)
+}
+
+/// Deletes the override of one upstream tool of a virtual server.
+#[server(prefix = "/api/console", endpoint = "delete_tool_override")]
+pub async fn delete_tool_override(
+    tenant: String,
+    virtual_server: String,
+    server: String,
+    tool: String,
+) -> ApiResult<VirtualServerView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.delete_tool_override(&actor, &tenant, &virtual_server, &server, &tool).await)
+}
+
 // ------------------------------------------------------------------ tokens
 
 /// A tenant's API tokens (never their secrets).
@@ -520,4 +608,114 @@ pub async fn revoke_token(tenant: String, id: String) -> ApiResult<bool> {
 pub async fn list_audit(tenant: String, limit: Option<i32>) -> ApiResult<Vec<AuditView>> {
     let (s, actor) = ssr::signed_in().await?;
     ssr::answer(s.list_audit(&actor, &tenant, limit, None).await)
+}
+
+// ------------------------------------------------------------------ publishing
+
+/// The tenant's publishing mode, its draft's access diff and replay.
+#[server(prefix = "/api/console", endpoint = "policy_draft")]
+pub async fn policy_draft(tenant: String) -> ApiResult<gatehouse_core::views::PolicyDraftView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.policy_draft(&actor, &tenant).await)
+}
+
+/// The tenant's publications, newest first.
+#[server(prefix = "/api/console", endpoint = "publications")]
+pub async fn list_publications(tenant: String) -> ApiResult<Vec<gatehouse_core::views::PublicationView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_publications(&actor, &tenant, None).await)
+}
+
+/// Sets the publishing mode (`automatic` or `reviewed`).
+#[server(prefix = "/api/console", endpoint = "set_publishing_mode")]
+pub async fn set_publishing_mode(tenant: String, mode: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.set_publishing_mode(&actor, &tenant, &mode).await)
+}
+
+/// Publishes the draft with a note.
+#[server(prefix = "/api/console", endpoint = "publish_policy")]
+pub async fn publish_policy(
+    tenant: String,
+    #[server(default)] note: String,
+) -> ApiResult<gatehouse_core::views::PublicationView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.publish_policy(&actor, &tenant, &note).await)
+}
+
+/// Re-publishes an earlier publication's revision.
+#[server(prefix = "/api/console", endpoint = "rollback_policy")]
+pub async fn rollback_policy(
+    tenant: String,
+    revision: String,
+    #[server(default)] note: String,
+) -> ApiResult<gatehouse_core::views::PublicationView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.rollback_policy(&actor, &tenant, &revision, &note).await)
+}
+
+// ------------------------------------------------------------------ groups and user attributes
+
+/// A tenant's local groups, with members and roles.
+#[server(prefix = "/api/console", endpoint = "groups")]
+pub async fn list_groups(tenant: String) -> ApiResult<Vec<gatehouse_core::groups::GroupView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.list_groups(&actor, &tenant).await)
+}
+
+/// Creates a local group.
+#[server(prefix = "/api/console", endpoint = "create_group")]
+pub async fn create_group(tenant: String, slug: String, name: String) -> ApiResult<gatehouse_core::groups::GroupView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.create_group(&actor, &tenant, slug.trim(), &name).await)
+}
+
+/// Deletes a group; answers its slug.
+#[server(prefix = "/api/console", endpoint = "delete_group")]
+pub async fn delete_group(tenant: String, slug: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.delete_group(&actor, &tenant, &slug).await.map(|_| slug))
+}
+
+/// Puts a user in a group (`member` = `add`) or takes them out (`remove`).
+#[server(prefix = "/api/console", endpoint = "group_member")]
+pub async fn group_member(
+    tenant: String,
+    group: String,
+    email: String,
+    member: String,
+) -> ApiResult<gatehouse_core::groups::GroupView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.set_group_member(&actor, &tenant, &group, &email, member != "remove").await)
+}
+
+/// Binds a role to a group (`bound` = `bind`) or unbinds it (`unbind`).
+#[server(prefix = "/api/console", endpoint = "group_role")]
+pub async fn group_role(
+    tenant: String,
+    group: String,
+    role: String,
+    bound: String,
+) -> ApiResult<gatehouse_core::groups::GroupView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.set_group_role(&actor, &tenant, &group, role.trim(), bound != "unbind").await)
+}
+
+/// A user's attributes as `key=value` lines.
+#[server(prefix = "/api/console", endpoint = "user_attributes")]
+pub async fn user_attributes(tenant: String, email: String) -> ApiResult<Vec<gatehouse_core::groups::UserAttribute>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.user_attributes(&actor, &tenant, &email).await)
+}
+
+/// Replaces a user's attributes from `key=value` lines (blank lines are skipped).
+#[server(prefix = "/api/console", endpoint = "set_user_attributes")]
+pub async fn set_user_attributes(
+    tenant: String,
+    email: String,
+    #[server(default)] attributes: String,
+) -> ApiResult<Vec<gatehouse_core::groups::UserAttribute>> {
+    let (s, actor) = ssr::signed_in().await?;
+    let attrs = crate::pages::groups::parse_attributes(&attributes)?;
+    ssr::answer(s.set_user_attributes(&actor, &tenant, &email, &attrs).await)
 }

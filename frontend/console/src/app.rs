@@ -77,11 +77,13 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("servers") view=servers::ServersPage />
                         <Route path=path!("roles") view=roles::RolesPage />
                         <Route path=path!("users") view=users::UsersPage />
+                        <Route path=path!("groups") view=crate::pages::groups::GroupsPage />
                         <Route path=path!("virtual-servers") view=virtual_servers::VirtualServersPage />
                         <Route path=path!("tokens") view=tokens::TokensPage />
                         <Route path=path!("data") view=data_rules::DataRulesPage />
                         <Route path=path!("limits") view=rate_limits::RateLimitsPage />
                         <Route path=path!("audit") view=audit::AuditPage />
+                        <Route path=path!("publish") view=crate::pages::publish::PublishPage />
                     </ParentRoute>
                 </Routes>
             </main>

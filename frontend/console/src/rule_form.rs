@@ -30,6 +30,8 @@ pub struct RuleForm {
     /// Comma-separated.
     pub url_hosts: String,
     pub optional: bool,
+    /// A CEL condition; empty: the rule always applies.
+    pub condition: String,
 }
 
 #[cfg_attr(not(feature = "ssr"), allow(dead_code))]
@@ -95,6 +97,7 @@ impl RuleForm {
             annotation,
             params,
             description: self.description.trim().to_owned(),
+            condition: Some(self.condition.trim().to_owned()).filter(|c| !c.is_empty()),
         })
     }
 }
@@ -138,6 +141,9 @@ pub fn describe(rule: &gatehouse_core::rules::RuleView) -> String {
         let optional = if c.optional { " (when given)" } else { "" };
         out.push_str(&format!("; {}{optional}: {}", c.param, conds.join(", ")));
     }
+    if let Some(c) = &rule.condition {
+        out.push_str(&format!("; only when {c}"));
+    }
     out
 }
 
@@ -174,6 +180,9 @@ mod tests {
         assert_eq!(c.max_length, Some(12));
         assert_eq!(c.path_prefixes, Some(vec!["/srv".to_owned(), "/tmp".to_owned()]));
         assert!(c.optional && c.pattern.is_none() && c.url_hosts.is_none());
+        assert_eq!(r.condition, None, "an empty condition is no condition");
+        let r = RuleForm { condition: " inCidr(client.ip, '10.0.0.0/8') \n".into(), ..form() }.into_input().unwrap();
+        assert_eq!(r.condition.as_deref(), Some("inCidr(client.ip, '10.0.0.0/8')"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use gatehouse_bundle::conditions::RequestFacts;
 use gatehouse_bundle::format::{Rule, Server, SessionKey, Token, User, VirtualServer};
 use gatehouse_bundle::{Bundle, Content, Decision, Manifest, TenantPolicy};
 use gatehouse_core::rules::{Effect, ParamConstraint, PolicyMode};
@@ -74,6 +75,7 @@ fn rule(r: usize, k: usize, n: usize, effect: Effect, tools: &str, params: Vec<P
         annotation: None,
         params,
         description: format!("rule {n} of {} on {}", role_slug(r), server_slug(server_of(r, k))),
+        condition: None,
     }
 }
 
@@ -141,7 +143,13 @@ fn bundle() -> Bundle {
             } else {
                 (0..1 + next(3)).map(|_| role_slug(next(ROLES))).collect()
             };
-            User { id: format!("user-{u:04}"), email: format!("user{u}@acme.test"), roles }
+            User {
+                id: format!("user-{u:04}"),
+                email: format!("user{u}@acme.test"),
+                roles,
+                groups: if u % 10 == 0 { vec!["oncall".into()] } else { vec![] },
+                attributes: BTreeMap::new(),
+            }
         })
         .collect();
     // Parts of the format this benchmark does not exercise (classification, ...) stay empty.
@@ -161,6 +169,7 @@ fn bundle() -> Bundle {
                 slug: server_slug(s),
                 url: format!("https://{}.mcp.example/mcp", server_slug(s)),
                 labels: vec![],
+                transport: Default::default(),
             })
             .collect(),
         roles: (0..ROLES).map(role).collect(),
@@ -168,6 +177,9 @@ fn bundle() -> Bundle {
             slug: "dev".into(),
             upstreams: (0..SERVERS).map(server_slug).collect(),
             mode: PolicyMode::Enforce,
+            conflict_strategy: Default::default(),
+            prefixes: vec![],
+            overrides: vec![],
         }],
         session_keys: vec![SessionKey {
             id: "k1".into(),
@@ -304,11 +316,21 @@ fn main() {
     println!();
     println!("| authorize_call (user with 3 roles) | ns/decision | decided by |");
     println!("|---|---:|---|");
+    // As the gateway decides: with the request's facts for rule conditions (built per request;
+    // nothing in them is computed unless a condition is evaluated).
+    let ip = Some("10.1.2.3".parse().expect("an address"));
     for c in &cases {
-        let d = policy.authorize_call(user, &c.server, c.tool, Some(&c.arguments));
+        let d = policy.authorize_call_in(
+            &RequestFacts::new(ip, Some("bench"), None),
+            user,
+            &c.server,
+            c.tool,
+            Some(&c.arguments),
+        );
         assert_eq!((d.rule(), d.is_allow()), (c.expect.0.as_str(), c.expect.1), "{}: {d:?}", c.name);
         let ns = measure(budget, || {
-            black_box(policy.authorize_call(
+            black_box(policy.authorize_call_in(
+                &RequestFacts::new(black_box(ip), Some("bench"), None),
                 black_box(user),
                 black_box(&c.server),
                 black_box(c.tool),
@@ -347,4 +369,84 @@ fn main() {
         allowed - by_grant - constrained,
         ns / 100.0
     );
+
+    conditions(budget);
+}
+
+/// Rules with CEL conditions (`docs/decisions/0012-groups-and-conditions.md`): the same tenant plus,
+/// on role 7's first server, an allow of `export_*` from 10/8 before 22:00 in Berlin and a deny of
+/// `import_*` unless the user is in the `oncall` group. A condition is evaluated per decision
+/// that reaches its rule; a decision that reaches none pays nothing.
+fn conditions(budget: Duration) {
+    let mut b = bundle();
+    let r = BENCH_ROLES[0];
+    let first = server_slug(server_of(r, 0));
+    let role = b.content.roles.iter_mut().find(|x| x.slug == role_slug(r)).expect("role 7");
+    role.rules.push(Rule {
+        condition: Some("inCidr(client.ip, '10.0.0.0/8') && request.time.getHours('Europe/Berlin') < 22".into()),
+        ..rule(r, 0, 90, Effect::Allow, "export_*", vec![])
+    });
+    role.rules.push(Rule {
+        condition: Some("!('oncall' in user.groups)".into()),
+        ..rule(r, 0, 91, Effect::Deny, "import_*", vec![])
+    });
+    b.content.normalize();
+    let started = Instant::now();
+    let policy = TenantPolicy::build(&b).expect("the bundle is valid");
+    println!();
+    println!(
+        "conditions: TenantPolicy::build {:.1} ms with 2 conditional rules",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    println!();
+    println!("| authorize_call_in with conditions | ns/decision | decided by |");
+    println!("|---|---:|---|");
+    let user = "user-0000";
+    let noon = Some(1_795_782_600_000); // a Friday, 13:30 in Berlin
+    let none = Map::new();
+    /// (name, client address, tool, request time, the rule that must decide, allowed)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<i64>, String, bool);
+    let cases: [Case; 5] = [
+        (
+            "plain grant hit (tenant has conditions)",
+            "10.1.2.3",
+            "get_issue",
+            None,
+            format!("grant:{}:{first}:get_issue", role_slug(r)),
+            true,
+        ),
+        ("conditional allow, condition true", "10.1.2.3", "export_issue", noon, rule_id(r, 0, 90), true),
+        (
+            "conditional allow, condition false (192.168.1.9)",
+            "192.168.1.9",
+            "export_issue",
+            noon,
+            "default-deny".into(),
+            false,
+        ),
+        (
+            "conditional deny not applying (user in oncall)",
+            "10.1.2.3",
+            "import_issue",
+            noon,
+            "default-deny".into(),
+            false,
+        ),
+        ("glob rule hit after a conditional deny", "10.1.2.3", "search_code", noon, rule_id(r, 0, 0), true),
+    ];
+    for (name, ip, tool, time, expect, allowed) in cases {
+        let ip = Some(ip.parse().expect("an address"));
+        let d = policy.authorize_call_in(&RequestFacts::new(ip, Some("bench"), time), user, &first, tool, Some(&none));
+        assert_eq!((d.rule(), d.is_allow()), (expect.as_str(), allowed), "{name}: {d:?}");
+        let ns = measure(budget, || {
+            black_box(policy.authorize_call_in(
+                &RequestFacts::new(black_box(ip), Some("bench"), time),
+                black_box(user),
+                black_box(&first),
+                black_box(tool),
+                Some(black_box(&none)),
+            ));
+        });
+        println!("| {name} | {ns:.0} | {} |", d.rule());
+    }
 }

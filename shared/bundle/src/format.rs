@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use gatehouse_core::limits::LimitScope;
 use gatehouse_core::rules::{AnnotationMatch, Effect, ParamConstraint, PolicyMode};
+use gatehouse_core::shaping::{ConflictStrategy, ToolOverride, UpstreamPrefix};
 
 pub use crate::classify::ClassificationRule;
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,8 @@ pub struct Manifest {
     pub group: String,
     /// Hex SHA-256 of the content's canonical bytes.
     pub revision: String,
-    /// Monotonic per tenant and group: a worker refuses a sequence lower than the one it holds.
+    /// Monotonic per tenant (across gateway groups, so a tenant that moves never goes back): a worker
+    /// refuses a sequence lower than the one it holds.
     pub sequence: u64,
     /// Unix milliseconds when this revision was first compiled (informational).
     pub compiled_at_ms: i64,
@@ -162,8 +164,15 @@ pub struct User {
     pub id: String,
     /// E-mail, for audit.
     pub email: String,
-    /// Slugs of the access roles bound to this user, sorted.
+    /// Slugs of the access roles bound to this user, directly or through a group, sorted.
     pub roles: Vec<String>,
+    /// Slugs of the user's groups, sorted (`user.groups` in conditions). Left out when empty, so
+    /// the bytes of a tenant without groups are what they were before groups existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The user's attributes (`user.attributes` in conditions). Left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// An API token.
@@ -179,15 +188,65 @@ pub struct Token {
     pub expires_at_ms: Option<i64>,
 }
 
-/// An upstream MCP server reached over Streamable HTTP.
+/// An upstream MCP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
     /// Slug, unique in the tenant.
     pub slug: String,
-    /// The Streamable HTTP endpoint.
+    /// The Streamable HTTP endpoint, or the SSE URL of a legacy HTTP+SSE server; empty for a stdio
+    /// server.
     pub url: String,
     /// Labels (e.g. `PCI`, `PII`, `eu`), sorted.
     pub labels: Vec<String>,
+    /// How the worker reaches it. Left out of the canonical bytes when it is Streamable HTTP, so
+    /// bundles (and revisions) of HTTP-only tenants are unchanged and old bundles still parse
+    /// (`docs/decisions/0016-stdio-and-sse-upstreams.md`).
+    #[serde(default, skip_serializing_if = "Transport::is_streamable_http")]
+    pub transport: Transport,
+}
+
+/// The transport of an upstream server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Transport {
+    /// Streamable HTTP at [`Server::url`] (2025-03-26 and later).
+    #[default]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (2024-11-05): [`Server::url`] is the SSE URL.
+    Sse,
+    /// A local process the worker launches, speaking newline-delimited JSON-RPC on stdin/stdout.
+    /// Only commands on the worker's `stdio_commands` allow-list are ever launched.
+    Stdio(StdioCommand),
+}
+
+impl Transport {
+    /// True for the default transport.
+    pub fn is_streamable_http(&self) -> bool {
+        matches!(self, Transport::StreamableHttp)
+    }
+
+    /// `streamableHttp`, `sse` or `stdio`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::StreamableHttp => "streamableHttp",
+            Transport::Sse => "sse",
+            Transport::Stdio(_) => "stdio",
+        }
+    }
+}
+
+/// The command line and environment of a stdio server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioCommand {
+    /// The program: a bare name looked up on the child's `PATH`, or an absolute path.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables set for the child, on top of a minimal `PATH` and `HOME` (never the
+    /// worker's own environment). Not secret: bundles are readable by tenant administrators.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// An access role and what it grants.
@@ -223,6 +282,11 @@ pub struct Rule {
     pub params: Vec<ParamConstraint>,
     /// Why the rule exists.
     pub description: String,
+    /// CEL condition: the rule applies only when it is true (`crate::conditions`). Left out when
+    /// absent; a worker that does not know the field refuses a bundle that has one (its revision
+    /// would not match), so it never drops a condition silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A virtual server: one client-facing endpoint over one or more upstreams.
@@ -234,6 +298,18 @@ pub struct VirtualServer {
     pub upstreams: Vec<String>,
     /// Whether refusals are enforced or only audited as `would_deny`.
     pub mode: PolicyMode,
+    /// How a tool or prompt name several upstreams use is resolved (`auto`, the default, is left out).
+    /// The shaping fields are left out when unset, so unshaped virtual servers keep their bytes; a
+    /// worker that does not know them refuses a bundle that has them (its revision would not
+    /// match), so it never serves a shaped server unshaped (a fixed parameter not injected).
+    #[serde(default, skip_serializing_if = "ConflictStrategy::is_default")]
+    pub conflict_strategy: ConflictStrategy,
+    /// Upstream prefixes other than the slug, sorted by server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<UpstreamPrefix>,
+    /// Per-tool overrides, sorted by server then tool, each normalized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<ToolOverride>,
 }
 
 impl Content {
@@ -243,6 +319,8 @@ impl Content {
         for u in &mut self.users {
             u.roles.sort();
             u.roles.dedup();
+            u.groups.sort();
+            u.groups.dedup();
         }
         self.tokens.sort_by(|a, b| a.sha256.cmp(&b.sha256));
         self.servers.sort_by(|a, b| a.slug.cmp(&b.slug));
@@ -261,6 +339,13 @@ impl Content {
             }
         }
         self.virtual_servers.sort_by(|a, b| a.slug.cmp(&b.slug));
+        for vs in &mut self.virtual_servers {
+            vs.prefixes.sort_by(|a, b| a.server.cmp(&b.server));
+            for o in &mut vs.overrides {
+                o.normalize();
+            }
+            vs.overrides.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        }
         self.session_keys.sort_by(|a, b| a.id.cmp(&b.id));
         for s in &mut self.servers {
             s.labels.sort();
@@ -298,16 +383,36 @@ mod tests {
         Content {
             tenant: "acme".into(),
             users: vec![
-                User { id: "u2".into(), email: "b@x.io".into(), roles: vec!["r".into()] },
-                User { id: "u1".into(), email: "a@x.io".into(), roles: vec![] },
+                User {
+                    id: "u2".into(),
+                    email: "b@x.io".into(),
+                    roles: vec!["r".into()],
+                    groups: vec![],
+                    attributes: BTreeMap::new(),
+                },
+                User {
+                    id: "u1".into(),
+                    email: "a@x.io".into(),
+                    roles: vec![],
+                    groups: vec![],
+                    attributes: BTreeMap::new(),
+                },
             ],
             tokens: vec![],
-            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:1/mcp".into(), labels: vec![] }],
+            servers: vec![Server {
+                slug: "everything".into(),
+                url: "http://127.0.0.1:1/mcp".into(),
+                labels: vec![],
+                transport: Transport::default(),
+            }],
             roles: vec![Role { slug: "r".into(), grants, rules: vec![] }],
             virtual_servers: vec![VirtualServer {
                 slug: "dev".into(),
                 upstreams: vec!["everything".into()],
                 mode: PolicyMode::Enforce,
+                conflict_strategy: Default::default(),
+                prefixes: vec![],
+                overrides: vec![],
             }],
             session_keys: vec![SessionKey { id: "k1".into(), key_b64: "AA==".into(), created_at_ms: 1 }],
             classification: vec![],
@@ -326,6 +431,32 @@ mod tests {
         assert_eq!(a.canonical_bytes(), b.canonical_bytes());
         assert_eq!(a.revision(), b.revision());
         assert_eq!(a.roles[0].grants["everything"], vec!["echo".to_owned(), "get-sum".to_owned()]);
+    }
+
+    #[test]
+    fn streamable_http_servers_serialise_as_before_and_others_carry_their_transport() {
+        let http = serde_json::to_value(&sample().servers[0]).unwrap();
+        assert_eq!(http, serde_json::json!({"slug": "everything", "url": "http://127.0.0.1:1/mcp", "labels": []}));
+        let old: Server = serde_json::from_value(http).unwrap();
+        assert_eq!(old.transport, Transport::StreamableHttp);
+        let stdio = Server {
+            slug: "files".into(),
+            url: String::new(),
+            labels: vec![],
+            transport: Transport::Stdio(StdioCommand {
+                command: "node".into(),
+                args: vec!["server.js".into(), "stdio".into()],
+                env: BTreeMap::from([("LOG".to_owned(), "1".to_owned())]),
+            }),
+        };
+        let json = serde_json::to_value(&stdio).unwrap();
+        assert_eq!(json["transport"]["kind"], "stdio");
+        assert_eq!(json["transport"]["args"][1], "stdio");
+        assert_eq!(serde_json::from_value::<Server>(json).unwrap(), stdio);
+        let sse: Server =
+            serde_json::from_str(r#"{"slug":"s","url":"http://h/sse","labels":[],"transport":{"kind":"sse"}}"#)
+                .unwrap();
+        assert_eq!(sse.transport.kind(), "sse");
     }
 
     #[test]

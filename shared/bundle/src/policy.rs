@@ -13,6 +13,7 @@ use gatehouse_core::rules::{Effect, PolicyMode};
 use serde_json::{Map, Value};
 
 use crate::classify::Classifier;
+use crate::conditions::RequestFacts;
 use crate::format::{Bundle, Manifest};
 use crate::rules::CompiledRule;
 
@@ -54,6 +55,8 @@ pub struct VirtualServerRoute {
     pub suspended: Vec<(String, String)>,
     /// Whether refusals are enforced or only audited.
     pub mode: PolicyMode,
+    /// Naming strategy and per-tool overrides (virtual-server shaping), built at load.
+    pub shaping: crate::shaping::Shaping,
 }
 
 /// Names the decision of a plain grant: `grant:{role}:{server}:{tool}` (`tool` may be `*`).
@@ -145,6 +148,8 @@ pub struct TenantPolicy {
     /// Rate limits, and each user's role slugs (for role-scoped limits).
     rate_limits: Vec<CompiledLimit>,
     user_roles: HashMap<String, Vec<String>>,
+    /// Each user's `user` variable for conditions; empty when no rule has a condition.
+    user_values: HashMap<String, cel::Value>,
 }
 
 /// A rate limit, ready to match calls.
@@ -224,7 +229,25 @@ impl TenantPolicy {
                 (r.slug.as_str(), rules.collect())
             })
             .collect();
-        let rules = compiled.values().flatten().map(|(_, r)| (r.id.clone(), r.clone())).collect();
+        let rules: HashMap<String, Arc<CompiledRule>> =
+            compiled.values().flatten().map(|(_, r)| (r.id.clone(), r.clone())).collect();
+        // A condition that does not compile refuses the bundle (the previous one keeps serving):
+        // dropping it would widen an allow's reach or lift a deny.
+        if let Some(r) = rules.values().find(|r| r.condition_error().is_some()) {
+            return Err(PolicyError(format!(
+                "access rule {}: condition: {}",
+                r.id,
+                r.condition_error().unwrap_or_default()
+            )));
+        }
+        let user_values = if rules.values().any(|r| r.is_conditional()) {
+            c.users
+                .iter()
+                .map(|u| (u.id.clone(), crate::conditions::user_value(&u.id, &u.email, &u.groups, &u.attributes)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let mut users = HashMap::new();
         for u in &c.users {
             let mut g = UserGrants::new();
@@ -274,7 +297,8 @@ impl TenantPolicy {
                     .collect();
                 let suspended =
                     suspended.into_iter().map(|s| (s.clone(), killed_servers[s.as_str()].clone())).collect();
-                let route = VirtualServerRoute { slug: vs.slug.clone(), upstreams, suspended, mode: vs.mode };
+                let shaping = crate::shaping::Shaping::new(vs);
+                let route = VirtualServerRoute { slug: vs.slug.clone(), upstreams, suspended, mode: vs.mode, shaping };
                 (vs.slug.clone(), Arc::new(route))
             })
             .collect();
@@ -303,6 +327,7 @@ impl TenantPolicy {
             killed_tools,
             rate_limits,
             user_roles,
+            user_values,
         })
     }
 
@@ -353,8 +378,17 @@ impl TenantPolicy {
 
     /// May `user_id` see (list) `tool` of upstream `server`? Parameter constraints are not checked
     /// here: a tool allowed only with constraints is listed, marked `constrained`.
+    ///
+    /// Rule conditions see only the current time ([`RequestFacts::unknown`]), so a rule conditioned
+    /// on the client fails closed; the gateway uses [`TenantPolicy::authorize_tool_in`].
     pub fn authorize_tool(&self, user_id: &str, server: &str, tool: &str) -> Decision {
-        self.decide(user_id, server, tool, None)
+        self.authorize_tool_in(&RequestFacts::unknown(), user_id, server, tool)
+    }
+
+    /// [`TenantPolicy::authorize_tool`] for a request with these facts (client address and
+    /// application, time), which rule conditions see.
+    pub fn authorize_tool_in(&self, facts: &RequestFacts<'_>, user_id: &str, server: &str, tool: &str) -> Decision {
+        self.decide(facts, user_id, server, tool, None)
     }
 
     /// May `user_id` call `tool` of upstream `server` with these `arguments`?
@@ -362,6 +396,9 @@ impl TenantPolicy {
     /// Deny rules win; then a plain grant or an unconstrained allow rule allows; then the first
     /// constrained allow rule whose constraints hold allows; otherwise the call is refused with the
     /// first broken constraint (or, if no rule selects the tool, because nothing grants it).
+    /// A rule with a condition counts only when its condition is true; a deny rule whose condition
+    /// cannot be evaluated denies, an allow rule whose condition cannot be evaluated does not allow.
+    /// Conditions see only the current time here; the gateway uses [`TenantPolicy::authorize_call_in`].
     pub fn authorize_call(
         &self,
         user_id: &str,
@@ -369,28 +406,55 @@ impl TenantPolicy {
         tool: &str,
         arguments: Option<&Map<String, Value>>,
     ) -> Decision {
-        self.decide(user_id, server, tool, Some(arguments))
+        self.authorize_call_in(&RequestFacts::unknown(), user_id, server, tool, arguments)
     }
 
-    fn decide(&self, user_id: &str, server: &str, tool: &str, call: Option<Option<&Map<String, Value>>>) -> Decision {
-        self.verdict(user_id, server, tool, call).decision(server, tool)
+    /// [`TenantPolicy::authorize_call`] for a request with these facts.
+    pub fn authorize_call_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        user_id: &str,
+        server: &str,
+        tool: &str,
+        arguments: Option<&Map<String, Value>>,
+    ) -> Decision {
+        self.decide(facts, user_id, server, tool, Some(arguments))
+    }
+
+    fn decide(
+        &self,
+        facts: &RequestFacts<'_>,
+        user_id: &str,
+        server: &str,
+        tool: &str,
+        call: Option<Option<&Map<String, Value>>>,
+    ) -> Decision {
+        self.verdict(facts, user_id, server, tool, call).decision(server, tool)
     }
 
     /// Whether `tools/list` shows `tool` of `server` to `user_id`: [`TenantPolicy::authorize_tool`]
     /// without building the words of a refusal (a list hides most tools of a large server).
     pub fn listing(&self, user_id: &str, server: &str, tool: &str) -> Listing {
-        match self.verdict(user_id, server, tool, None) {
+        self.listing_in(&RequestFacts::unknown(), user_id, server, tool)
+    }
+
+    /// [`TenantPolicy::listing`] for a request with these facts (the same decision as a call's).
+    pub fn listing_in(&self, facts: &RequestFacts<'_>, user_id: &str, server: &str, tool: &str) -> Listing {
+        match self.verdict(facts, user_id, server, tool, None) {
             Verdict::Granted(_) | Verdict::Allowed(..) => Listing::Visible,
             Verdict::KilledServer(_) | Verdict::KilledTool(_) | Verdict::KilledUser(_) => Listing::Suspended,
-            Verdict::UnknownUser | Verdict::NotGranted | Verdict::Denied(_) | Verdict::ArgumentsRefused(..) => {
-                Listing::Hidden
-            }
+            Verdict::UnknownUser
+            | Verdict::NotGranted
+            | Verdict::Denied(..)
+            | Verdict::ArgumentsRefused(..)
+            | Verdict::ConditionFailed(..) => Listing::Hidden,
         }
     }
 
     /// The decision, as references into the policy: nothing is allocated until it is put in words.
     fn verdict<'a>(
         &'a self,
+        facts: &RequestFacts<'_>,
         user_id: &str,
         server: &str,
         tool: &str,
@@ -407,18 +471,43 @@ impl TenantPolicy {
         }
         let Some((_, grants)) = self.users.get(user_id) else { return Verdict::UnknownUser };
         let Some(g) = grants.get(server) else { return Verdict::NotGranted };
-        if let Some(rule) = g.deny.iter().find(|r| r.selects(tool)) {
-            return Verdict::Denied(rule);
+        // Conditions: a rule without one costs a match on `None`; the user's CEL value is looked up
+        // only when a condition is evaluated.
+        let user = || self.user_values.get(user_id);
+        for rule in g.deny.iter().filter(|r| r.selects(tool)) {
+            match rule.condition_holds(user(), facts, server, tool) {
+                Ok(true) => return Verdict::Denied(rule, None),
+                Ok(false) => {}
+                // Fail closed: a deny whose condition cannot be evaluated denies.
+                Err(why) => return Verdict::Denied(rule, Some(why)),
+            }
         }
         if let Some(grant) = g.tools.get(tool).or(g.all.as_ref()) {
             return Verdict::Granted(grant);
         }
-        if let Some(r) = g.allow.iter().find(|r| !r.is_constrained() && r.selects(tool)) {
+        // An allow rule applies when it selects the tool and its condition is true; one whose
+        // condition cannot be evaluated does not allow (the first such is named if nothing allows).
+        let mut condition_failed: Option<Verdict<'a>> = None;
+        let mut applies = |r: &'a CompiledRule| {
+            if !r.selects(tool) {
+                return false;
+            }
+            match r.condition_holds(user(), facts, server, tool) {
+                Ok(holds) => holds,
+                Err(why) => {
+                    condition_failed.get_or_insert(Verdict::ConditionFailed(r, why));
+                    false
+                }
+            }
+        };
+        if let Some(r) = g.allow.iter().find(|r| !r.is_constrained() && applies(r)) {
             return Verdict::Allowed(r, false);
         }
-        let mut selecting = g.allow.iter().filter(|r| r.selects(tool));
+        let mut selecting = g.allow.iter().filter(|r| r.is_constrained() && applies(r));
         let Some(arguments) = call else {
-            return selecting.next().map_or(Verdict::NotGranted, |r| Verdict::Allowed(r, true));
+            let first = selecting.next();
+            return first
+                .map_or_else(|| condition_failed.unwrap_or(Verdict::NotGranted), |r| Verdict::Allowed(r, true));
         };
         let mut first_refusal = None;
         for r in selecting {
@@ -429,7 +518,7 @@ impl TenantPolicy {
                 }
             }
         }
-        first_refusal.unwrap_or(Verdict::NotGranted)
+        first_refusal.or(condition_failed).unwrap_or(Verdict::NotGranted)
     }
 }
 
@@ -451,7 +540,10 @@ enum Verdict<'a> {
     KilledUser(&'a str),
     UnknownUser,
     NotGranted,
-    Denied(&'a CompiledRule),
+    /// A deny rule; with the error when its condition could not be evaluated (fail closed).
+    Denied(&'a CompiledRule, Option<String>),
+    /// Nothing allowed, and an allow rule's condition could not be evaluated.
+    ConditionFailed(&'a CompiledRule, String),
     /// A plain grant: (role, rule id).
     Granted(&'a (String, String)),
     /// An allow rule; `true` when allowed only with constraints (listing).
@@ -489,8 +581,12 @@ impl Verdict<'_> {
                 DEFAULT_DENY.into(),
                 DenyKind::NotGranted,
             ),
-            Verdict::Denied(rule) => {
-                let why = if rule.description.is_empty() { String::new() } else { format!(": {}", rule.description) };
+            Verdict::Denied(rule, condition_error) => {
+                let mut why =
+                    if rule.description.is_empty() { String::new() } else { format!(": {}", rule.description) };
+                if let Some(e) = condition_error {
+                    why.push_str(&format!(" (its condition could not be evaluated, so it denies: {e})"));
+                }
                 deny(
                     format!(
                         "tool '{tool}' of server '{server}' is denied by rule {} of access role '{}'{why}",
@@ -506,6 +602,15 @@ impl Verdict<'_> {
             Verdict::Allowed(r, constrained) => {
                 Decision::Allow { role: r.role.clone(), rule: r.id.clone(), constrained }
             }
+            Verdict::ConditionFailed(r, why) => deny(
+                format!(
+                    "tool '{tool}' of server '{server}' is not allowed: rule {} of access role '{}' applies only when its \
+                     condition holds, and it could not be evaluated: {why}",
+                    r.id, r.role
+                ),
+                r.id.clone(),
+                DenyKind::NotGranted,
+            ),
             Verdict::ArgumentsRefused(r, why) => deny(
                 format!("tool '{tool}' of server '{server}': {why} (rule {} of access role '{}')", r.id, r.role),
                 r.id.clone(),
@@ -533,9 +638,27 @@ mod tests {
         let content = Content {
             tenant: "acme".into(),
             users: vec![
-                User { id: "u1".into(), email: "a@acme.io".into(), roles: vec!["analyst".into()] },
-                User { id: "u2".into(), email: "b@acme.io".into(), roles: vec!["admin".into()] },
-                User { id: "u3".into(), email: "c@acme.io".into(), roles: vec![] },
+                User {
+                    id: "u1".into(),
+                    email: "a@acme.io".into(),
+                    roles: vec!["analyst".into()],
+                    groups: vec![],
+                    attributes: BTreeMap::new(),
+                },
+                User {
+                    id: "u2".into(),
+                    email: "b@acme.io".into(),
+                    roles: vec!["admin".into()],
+                    groups: vec![],
+                    attributes: BTreeMap::new(),
+                },
+                User {
+                    id: "u3".into(),
+                    email: "c@acme.io".into(),
+                    roles: vec![],
+                    groups: vec![],
+                    attributes: BTreeMap::new(),
+                },
             ],
             tokens: vec![
                 Token {
@@ -551,7 +674,12 @@ mod tests {
                     expires_at_ms: Some(1000),
                 },
             ],
-            servers: vec![Server { slug: "everything".into(), url: "http://127.0.0.1:9/mcp".into(), labels: vec![] }],
+            servers: vec![Server {
+                slug: "everything".into(),
+                url: "http://127.0.0.1:9/mcp".into(),
+                labels: vec![],
+                transport: Default::default(),
+            }],
             roles: vec![
                 Role { slug: "analyst".into(), grants: analyst, rules: vec![] },
                 Role { slug: "admin".into(), grants: admin, rules: vec![] },
@@ -560,6 +688,9 @@ mod tests {
                 slug: "dev".into(),
                 upstreams: vec!["everything".into()],
                 mode: PolicyMode::Monitor,
+                conflict_strategy: Default::default(),
+                prefixes: vec![],
+                overrides: vec![],
             }],
             session_keys: vec![
                 SessionKey {
@@ -649,6 +780,7 @@ mod tests {
             annotation: None,
             params: vec![],
             description: String::new(),
+            condition: None,
         }
     }
 
@@ -718,6 +850,98 @@ mod tests {
         assert_eq!(p.rule("r-deny").unwrap().role, "analyst");
     }
 
+    /// analyst (u1, in group `oncall`, department `payments`): allow `get-*` only from 10/8; deny
+    /// `get-env` outside office hours in Berlin; allow `echo2` only for the `oncall` group with
+    /// the app `claude-code`; allow `get-attr` when `clearance` is `high` (u1 has none: an error).
+    fn conditional_bundle() -> Bundle {
+        let mut b = bundle();
+        let cond = |id: &str, effect, tools: &str, c: &str| Rule {
+            condition: Some(c.into()),
+            ..rule(id, "everything", effect, tools)
+        };
+        b.content.roles[0].rules = vec![
+            cond("c-net", Effect::Allow, "get-*", "inCidr(client.ip, '10.0.0.0/8')"),
+            cond(
+                "c-hours",
+                Effect::Deny,
+                "get-env",
+                "!(request.time.getDayOfWeek('Europe/Berlin') in [1, 2, 3, 4, 5] && \
+                  request.time.getHours('Europe/Berlin') >= 8 && request.time.getHours('Europe/Berlin') < 18)",
+            ),
+            cond("c-app", Effect::Allow, "echo2", "'oncall' in user.groups && client.app == 'claude-code'"),
+            cond("c-attr", Effect::Allow, "get-attr", "user.attributes.clearance == 'high'"),
+            cond("c-deny-err", Effect::Deny, "get-secret", "user.attributes.clearance != 'high'"),
+        ];
+        b.content.users[0].groups = vec!["oncall".into()];
+        b.content.users[0].attributes.insert("department".into(), "payments".into());
+        b
+    }
+
+    // 2026-11-27 is a Friday; 12:30 UTC = 13:30 in Berlin, 20:30 UTC = 21:30.
+    const FRIDAY_NOON: i64 = 1_795_782_600_000;
+    const FRIDAY_EVENING: i64 = 1_795_811_400_000;
+    const SATURDAY_NOON: i64 = FRIDAY_NOON + 86_400_000;
+
+    fn at<'a>(ip: &str, app: &'a str, time_ms: i64) -> RequestFacts<'a> {
+        RequestFacts::new(ip.parse().ok(), Some(app), Some(time_ms))
+    }
+
+    #[test]
+    fn conditions_decide_by_network_time_group_attribute_and_app() {
+        let p = TenantPolicy::build(&conditional_bundle()).unwrap();
+        let call = |f: &RequestFacts, tool: &str| p.authorize_call_in(f, "u1", "everything", tool, None);
+        let office = at("10.1.2.3", "claude-code", FRIDAY_NOON);
+        // Network: inside 10/8 the glob allows; outside it nothing does (default-deny).
+        assert_eq!(call(&office, "get-sum").rule(), "c-net");
+        assert_eq!(call(&at("192.168.1.9", "x", FRIDAY_NOON), "get-sum").rule(), DEFAULT_DENY);
+        // tools/list takes the same decision.
+        assert_eq!(p.listing_in(&office, "u1", "everything", "get-sum"), Listing::Visible);
+        assert_eq!(p.listing_in(&at("192.168.1.9", "x", FRIDAY_NOON), "u1", "everything", "get-sum"), Listing::Hidden);
+        // Time: the deny applies outside office hours (Friday 21:30, Saturday 13:30) and wins over
+        // the network allow; inside them the allow decides.
+        assert_eq!(call(&office, "get-env").rule(), "c-net");
+        assert_eq!(call(&at("10.1.2.3", "", FRIDAY_EVENING), "get-env").rule(), "c-hours");
+        assert!(!call(&at("10.1.2.3", "", FRIDAY_EVENING), "get-env").is_allow());
+        assert_eq!(call(&at("10.1.2.3", "", SATURDAY_NOON), "get-env").rule(), "c-hours");
+        // Group and client application together.
+        assert_eq!(call(&office, "echo2").rule(), "c-app");
+        assert_eq!(call(&at("10.1.2.3", "cursor", FRIDAY_NOON), "echo2").rule(), DEFAULT_DENY);
+        assert_eq!(p.authorize_call_in(&office, "u2", "everything", "echo2", None).rule(), "grant:admin:everything:*");
+        // A plain grant needs no condition: u1's echo is allowed from anywhere.
+        assert_eq!(call(&at("192.168.1.9", "", SATURDAY_NOON), "echo").rule(), "grant:analyst:everything:echo");
+    }
+
+    #[test]
+    fn conditions_that_cannot_be_evaluated_fail_closed() {
+        let p = TenantPolicy::build(&conditional_bundle()).unwrap();
+        let office = at("10.1.2.3", "claude-code", FRIDAY_NOON);
+        // u1 has no `clearance` attribute: the allow rule does not allow, and says why.
+        let d = p.authorize_call_in(&office, "u1", "everything", "get-attr", None);
+        assert_eq!(d.rule(), "c-net", "the network rule still allows get-attr");
+        let outside = at("192.168.1.9", "x", FRIDAY_NOON);
+        let Decision::Deny { reason, rule, kind } = p.authorize_call_in(&outside, "u1", "everything", "get-attr", None)
+        else {
+            panic!("allowed")
+        };
+        assert_eq!((rule.as_str(), kind), ("c-attr", DenyKind::NotGranted));
+        assert!(reason.contains("could not be evaluated: No such key: clearance"), "{reason}");
+        // A deny rule whose condition errors denies, even where an allow applies.
+        let Decision::Deny { reason, rule, .. } = p.authorize_call_in(&office, "u1", "everything", "get-secret", None)
+        else {
+            panic!("allowed")
+        };
+        assert_eq!(rule, "c-deny-err");
+        assert!(reason.contains("its condition could not be evaluated, so it denies"), "{reason}");
+        // Without a client address (authorize_call without facts), a network allow does not allow.
+        assert_eq!(p.authorize_call("u1", "everything", "get-sum", None).rule(), "c-net");
+        assert!(!p.authorize_call("u1", "everything", "get-sum", None).is_allow());
+        // A bundle whose condition does not compile is refused.
+        let mut bad = conditional_bundle();
+        bad.content.roles[0].rules[0].condition = Some("user.nope".into());
+        let e = TenantPolicy::build(&bad).unwrap_err();
+        assert!(e.0.starts_with("access rule c-net: condition: line 1, column 5: 'user' has no field 'nope'"), "{e}");
+    }
+
     #[test]
     fn annotation_rules_select_only_the_compiled_names() {
         let p = TenantPolicy::build(&ruled_bundle()).unwrap();
@@ -755,7 +979,12 @@ mod tests {
     #[test]
     fn the_kill_switch_wins_over_every_grant() {
         let mut b = bundle();
-        b.content.servers.push(Server { slug: "other".into(), url: "http://127.0.0.1:8/mcp".into(), labels: vec![] });
+        b.content.servers.push(Server {
+            slug: "other".into(),
+            url: "http://127.0.0.1:8/mcp".into(),
+            labels: vec![],
+            transport: Default::default(),
+        });
         b.content.virtual_servers[0].upstreams.push("other".into());
         b.content.kill = KillList {
             users: vec![Killed { id: "u1".into(), reason: "laptop stolen".into() }],

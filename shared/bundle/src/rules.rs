@@ -164,6 +164,9 @@ pub fn validate_rule(rule: &RuleInput, tools: Option<&[Value]>) -> Result<(), Fi
             "parameter constraints belong on allow rules (a deny rule refuses the selected tools outright)",
         ));
     }
+    if let Some(condition) = &rule.condition {
+        crate::conditions::check_condition(condition).map_err(|e| bad("condition", e.to_string()))?;
+    }
     if rule.params.len() > MAX_CONSTRAINTS {
         return Err(bad("params", format!("at most {MAX_CONSTRAINTS} constraints per rule")));
     }
@@ -509,6 +512,9 @@ pub struct CompiledRule {
     glob: Glob,
     only: Option<HashSet<String>>,
     constraints: Vec<CompiledConstraint>,
+    /// The CEL condition, compiled once per bundle (`Err`: it does not compile; the bundle is then
+    /// refused by `TenantPolicy::build`, and the rule fails closed if used anyway).
+    condition: Option<Result<crate::conditions::Condition, String>>,
 }
 
 impl CompiledRule {
@@ -522,6 +528,50 @@ impl CompiledRule {
             glob: Glob::new(&rule.tools),
             only: rule.only.as_ref().map(|names| names.iter().cloned().collect()),
             constraints: rule.params.iter().map(CompiledConstraint::new).collect(),
+            condition: rule
+                .condition
+                .as_deref()
+                .map(|c| crate::conditions::Condition::compile(c).map_err(|e| e.to_string())),
+        }
+    }
+
+    /// The condition's compile error, if it has a condition that does not compile.
+    pub fn condition_error(&self) -> Option<&str> {
+        match &self.condition {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the rule has a condition.
+    pub fn is_conditional(&self) -> bool {
+        self.condition.is_some()
+    }
+
+    /// The condition as written, if any.
+    pub fn condition_source(&self) -> Option<&str> {
+        match &self.condition {
+            Some(Ok(c)) => Some(c.source()),
+            _ => None,
+        }
+    }
+
+    /// Whether the rule's condition holds for this request: `Ok(true)` without a condition, and an
+    /// error in words when it cannot be evaluated (callers fail closed).
+    pub fn condition_holds(
+        &self,
+        user: Option<&cel::Value>,
+        facts: &crate::conditions::RequestFacts<'_>,
+        server: &str,
+        tool: &str,
+    ) -> Result<bool, String> {
+        match &self.condition {
+            None => Ok(true),
+            Some(Err(e)) => Err(format!("its condition does not compile: {e}")),
+            Some(Ok(c)) => match user {
+                Some(user) => c.eval(user, facts, server, tool),
+                None => Err("the user is not known to the policy".to_owned()),
+            },
         }
     }
 
@@ -570,6 +620,7 @@ mod tests {
             annotation: None,
             params,
             description: String::new(),
+            condition: None,
         }
     }
 
@@ -664,7 +715,12 @@ mod tests {
         // Without tool definitions only the rule's own consistency is checked.
         assert!(
             validate_rule(&allow("x", vec![ParamConstraint { max_length: Some(9), ..constraint("y") }]), None).is_ok()
-        );
+        ); // A condition is checked when saved, and the error names the field and the place.
+        let conditional = |c: &str| RuleInput { condition: Some(c.into()), ..allow("read_file", vec![]) };
+        let e = err(conditional("inCidr(client.ip, '10.0.0.0/33')"));
+        assert_eq!(e.field, "condition");
+        assert_eq!(e.message, "line 1, column 19: '10.0.0.0/33': the prefix length must be a number from 0 to 32");
+        assert!(validate_rule(&conditional("'oncall' in user.groups"), Some(&t)).is_ok());
     }
 
     fn compiled(params: Vec<ParamConstraint>) -> CompiledRule {
@@ -679,6 +735,7 @@ mod tests {
                 annotation: None,
                 params,
                 description: String::new(),
+                condition: None,
             },
         )
     }

@@ -40,13 +40,16 @@ pub enum ErrorCode {
     RateLimited,
     /// A bundle failed signature or integrity checks.
     BundleRejected,
+    /// Publishing (or rolling back) would change nothing: the draft, or the chosen revision, is
+    /// what runs already.
+    NothingToPublish,
     /// Something went wrong on our side; the message carries a reference, never internals.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in catalogue order (used by the docs drift test).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidInput,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -62,6 +65,7 @@ impl ErrorCode {
         ErrorCode::Suspended,
         ErrorCode::RateLimited,
         ErrorCode::BundleRejected,
+        ErrorCode::NothingToPublish,
         ErrorCode::Internal,
     ];
 
@@ -83,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Suspended => "SUSPENDED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::BundleRejected => "BUNDLE_REJECTED",
+            ErrorCode::NothingToPublish => "NOTHING_TO_PUBLISH",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -104,6 +109,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::BundleRejected => 422,
+            ErrorCode::NothingToPublish => 409,
             ErrorCode::UpstreamUnavailable => 502,
             ErrorCode::NoBundle => 503,
             ErrorCode::Internal => 500,

@@ -5,11 +5,14 @@
 pub mod audit;
 pub mod classification;
 pub mod error;
+pub mod gateways;
+pub mod groups;
 pub mod headers;
 pub mod ids;
 pub mod jsonrpc;
 pub mod limits;
 pub mod rules;
+pub mod shaping;
 pub mod views;
 
 pub use error::{ErrorCode, GatehouseError};

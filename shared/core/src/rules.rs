@@ -188,6 +188,10 @@ pub struct RuleInput {
     #[serde(default)]
     #[cfg_attr(feature = "graphql", graphql(default))]
     pub description: String,
+    /// A CEL condition: the rule applies only when it is true (e.g.
+    /// `inCidr(client.ip, '10.0.0.0/8')`; see `docs/decisions/0012-groups-and-conditions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// A stored rule of an access role.
@@ -209,6 +213,9 @@ pub struct RuleView {
     pub params: Vec<ParamConstraint>,
     /// Why the rule exists.
     pub description: String,
+    /// CEL condition, if any: the rule applies only when it is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
     /// Created at.
     pub created_at_ms: i64,
 }

@@ -65,6 +65,23 @@ pub struct ServerView {
     pub labels: Vec<String>,
     /// When the tools were fetched.
     pub tools_fetched_at_ms: Option<i64>,
+    /// How gateways reach it: `streamableHttp` (`url`), `sse` (`url` is the legacy SSE URL) or
+    /// `stdio` (a process the worker launches; `url` is empty).
+    #[serde(default = "streamable_http")]
+    pub transport: String,
+    /// The program of a stdio server.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The arguments of a stdio server.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The names of the environment variables a stdio server is given (values are not shown).
+    #[serde(default)]
+    pub env_names: Vec<String>,
+}
+
+fn streamable_http() -> String {
+    "streamableHttp".to_owned()
 }
 
 /// One grant of a role: a tool (or `*`, all tools) of a server.
@@ -123,6 +140,15 @@ pub struct VirtualServerView {
     pub mode: crate::rules::PolicyMode,
     /// Where MCP clients connect: the gateway's `/mcp/{tenant}/{slug}` URL.
     pub endpoint: String,
+    /// How a tool name several upstreams use is resolved (`docs/decisions/0013-virtual-server-shaping.md`).
+    #[serde(default)]
+    pub conflict_strategy: crate::shaping::ConflictStrategy,
+    /// Upstream prefixes set by an admin (the others are the upstream's slug), in upstream order.
+    #[serde(default)]
+    pub prefixes: Vec<crate::shaping::UpstreamPrefix>,
+    /// Per-tool overrides, sorted by server and tool.
+    #[serde(default)]
+    pub overrides: Vec<crate::shaping::ToolOverride>,
 }
 
 /// An API token (never the secret itself, except once in [`CreatedTokenView`]).
@@ -260,4 +286,119 @@ pub struct SuspensionView {
     pub created_by: String,
     /// When.
     pub created_at_ms: i64,
+}
+
+/// A tool of an upstream server, as the upstream names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ToolRefView {
+    /// Upstream server slug.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+}
+
+/// What one user would gain or lose on one virtual server if the draft were published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct AccessChangeView {
+    /// The user's e-mail.
+    pub user: String,
+    /// Virtual server slug.
+    pub virtual_server: String,
+    /// Tools the user could call under the draft and cannot under what runs now.
+    pub gained: Vec<ToolRefView>,
+    /// Tools the user can call now and could not under the draft.
+    pub lost: Vec<ToolRefView>,
+}
+
+/// Recorded `tools/call` traffic of one user and tool whose decision the draft would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ReplayChangeView {
+    /// The user's e-mail (as recorded).
+    pub user: String,
+    /// Virtual server slug.
+    pub virtual_server: String,
+    /// Upstream server slug.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// Recorded calls of this user, virtual server and tool in the window.
+    pub calls: i64,
+    /// Calls allowed by the policy that runs now and denied by the draft.
+    pub now_denied: i64,
+    /// Calls denied by the policy that runs now and allowed by the draft.
+    pub now_allowed: i64,
+    /// Calls whose decision depends on their arguments (a parameter constraint is involved), which
+    /// the audit log does not keep: not counted as either.
+    pub depends_on_arguments: i64,
+}
+
+/// The draft replayed against the tenant's recent `tools/call` audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct ReplayView {
+    /// Start of the window (Unix ms): events at or after it were considered.
+    pub since_ms: i64,
+    /// The most events considered (newest first).
+    pub max_events: i64,
+    /// Events considered.
+    pub events: i64,
+    /// True when `max_events` was reached, so older events in the window were left out.
+    pub truncated: bool,
+    /// Calls allowed now and denied by the draft, in total.
+    pub now_denied: i64,
+    /// Calls denied now and allowed by the draft, in total.
+    pub now_allowed: i64,
+    /// Calls whose decision depends on arguments, in total.
+    pub depends_on_arguments: i64,
+    /// Per user, virtual server and tool, only where something would change.
+    pub changes: Vec<ReplayChangeView>,
+}
+
+/// A tenant's publishing mode, its draft and what publishing the draft would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct PolicyDraftView {
+    /// `automatic` (every change is published at once) or `reviewed` (changes wait for a publish).
+    pub mode: String,
+    /// Whether the draft differs from the published policy content.
+    pub changed: bool,
+    /// Revision of the draft's policy content.
+    pub revision: String,
+    /// Revision of the published policy content (none before the first publication).
+    pub published_revision: Option<String>,
+    /// Number of the newest publication.
+    pub published_number: Option<i64>,
+    /// True when the newest publication is a rollback: what runs is an earlier revision, and the
+    /// draft (the roles, rules… as edited) still holds what was there before the rollback.
+    pub rolled_back: bool,
+    /// Per user and virtual server, the tools the draft would give or take away (users and virtual
+    /// servers without a change are left out).
+    pub access: Vec<AccessChangeView>,
+    /// True when the access diff was cut at its limit (see `docs/decisions/0015-publishing-and-rollback.md`).
+    pub access_truncated: bool,
+    /// The draft replayed against recent traffic.
+    pub replay: ReplayView,
+}
+
+/// A publication: a revision of the policy content sent to the gateway workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct PublicationView {
+    /// 1, 2, 3… per tenant.
+    pub number: i64,
+    /// `automatic` (a change in automatic mode), `publish` or `rollback`.
+    pub kind: String,
+    /// Revision of the policy content published.
+    pub revision: String,
+    /// For a rollback: the number of the publication whose content it restored.
+    pub restores_number: Option<i64>,
+    /// E-mail of who published (none for an automatic publication).
+    pub published_by: Option<String>,
+    /// The publisher's note.
+    pub note: String,
+    /// When.
+    pub published_at_ms: i64,
 }

@@ -89,10 +89,16 @@ pub struct Gatehouse {
 }
 
 pub fn start_gatehouse() -> Gatehouse {
+    start_gatehouse_with(&[])
+}
+
+/// `gatehouse serve` with extra environment variables.
+pub fn start_gatehouse_with(env: &[(&str, &str)]) -> Gatehouse {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["serve", "--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
+        .envs(env.iter().copied())
         .env("GATEHOUSE_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")

@@ -1,7 +1,7 @@
 """A real MCP client (the official Python SDK) driven by Gatehouse's end-to-end tests.
 
 Usage: mcp_client.py URL TOKEN STEPS_JSON
-STEPS_JSON is a list of steps: ["list"], ["call", NAME, ARGS], ["mark"] (prints the results so far as
+STEPS_JSON is a list of steps: ["list"], ["list_full"] (whole tool definitions), ["call", NAME, ARGS], ["mark"] (prints the results so far as
 one JSON line and flushes, so a test can act while this session stays open), or
 ["list_until", NAME, SECONDS] (lists tools in the same session until NAME appears). Prints one JSON object:
 {"protocolVersion": ..., "serverInfo": ..., "results": [...]}, one result per step:
@@ -34,6 +34,11 @@ async def main(url: str, token: str, steps: list) -> dict:
                     if step[0] == "list":
                         res = await client.list_tools()
                         out["results"].append({"tools": [t.name for t in res.tools]})
+                    elif step[0] == "list_full":
+                        res = await client.list_tools()
+                        out["results"].append(
+                            {"tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in res.tools]}
+                        )
                     elif step[0] == "mark":
                         print(json.dumps(out), flush=True)
                         out["results"].append({"marked": True})

@@ -31,6 +31,7 @@ pub(crate) fn rule_view(row: &AccessRule, server_slug: &str) -> std::result::Res
         annotation,
         params,
         description: row.description.clone(),
+        condition: row.condition_cel.clone(),
         created_at_ms: row.created_at_ms,
     })
 }
@@ -69,6 +70,8 @@ impl Services {
             params_json: serde_json::to_string(&rule.params).expect("constraints serialise"),
             description: description.to_owned(),
             created_at_ms: now_ms(),
+            // Validated above (an empty condition is refused, so `None` means "always applies").
+            condition_cel: rule.condition.clone(),
         };
         self.store.insert_rule(&row).await.map_err(store_err("rule"))?;
         self.recompile(&t).await?;
@@ -126,6 +129,7 @@ impl Services {
     /// Would this call be allowed? Decided by the gateway's evaluator on the current bundle, with
     /// the call's arguments, exactly as a worker decides it (whatever the policy mode: the answer is
     /// what enforcement would do).
+    #[allow(clippy::too_many_arguments)] // the call as a worker sees it: who, where, what, with what, from where
     pub async fn explain_call(
         &self,
         actor: &Actor,
@@ -134,7 +138,9 @@ impl Services {
         server: &str,
         tool: &str,
         arguments: Option<&Value>,
+        context: &CallContext,
     ) -> Result<ToolAccessView> {
+        let facts = context.facts()?;
         let t = self.tenant_for(actor, tenant, Need::Read).await?;
         let user = self.user_by_email(&t, user_email).await?;
         self.may_explain(actor, &user)?;
@@ -144,7 +150,7 @@ impl Services {
             Some(_) => return Err(GatehouseError::invalid("arguments", "must be a JSON object")),
         };
         let policy = self.active_policy(&t).await?;
-        let decision = policy.authorize_call(&user.id, server, tool, arguments);
+        let decision = policy.authorize_call_in(&facts, &user.id, server, tool, arguments);
         Ok(access_view(server, tool, decision))
     }
 
@@ -165,6 +171,45 @@ impl Services {
             .await
             .map_err(|e| internal("reading the active bundle failed")(e.to_string()))?
             .ok_or_else(|| GatehouseError::new(ErrorCode::NoBundle, "this tenant has no policy bundle yet"))
+    }
+}
+
+/// What "explain" assumes about the request, for rule conditions: the client's address and
+/// application, and the time (RFC 3339; now when left out). Without an address or application,
+/// conditions on them fail closed, as they would in the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Client IP address (`clientIp`).
+    pub ip: Option<String>,
+    /// Client application, `clientInfo.name` (`clientApp`).
+    pub app: Option<String>,
+    /// When (`at`), RFC 3339.
+    pub at: Option<String>,
+}
+
+impl CallContext {
+    fn facts(&self) -> Result<gatehouse_bundle::conditions::RequestFacts<'_>> {
+        let ip = match self.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(s.parse::<std::net::IpAddr>().map_err(|_| {
+                GatehouseError::invalid("clientIp", format!("'{s}' is not an IP address such as 10.1.2.3"))
+            })?),
+        };
+        let time_ms = match self.at.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => now_ms(),
+            Some(s) => {
+                let t =
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                        GatehouseError::invalid(
+                            "at",
+                            format!("'{s}' is not an RFC 3339 time such as 2026-11-27T22:00:00+01:00"),
+                        )
+                    })?;
+                i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+            }
+        };
+        let app = self.app.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        Ok(gatehouse_bundle::conditions::RequestFacts::new(ip, app, Some(time_ms)))
     }
 }
 

@@ -492,8 +492,20 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
     let mut content = Content {
         tenant: TENANT.into(),
         users: vec![
-            User { id: "u-alice".into(), email: "alice@acme.test".into(), roles: vec!["analyst".into()] },
-            User { id: "u-bob".into(), email: "bob@acme.test".into(), roles: vec!["admin".into()] },
+            User {
+                id: "u-alice".into(),
+                email: "alice@acme.test".into(),
+                roles: vec!["analyst".into()],
+                groups: vec![],
+                attributes: Default::default(),
+            },
+            User {
+                id: "u-bob".into(),
+                email: "bob@acme.test".into(),
+                roles: vec!["admin".into()],
+                groups: vec![],
+                attributes: Default::default(),
+            },
         ],
         tokens: vec![
             Token { sha256: digest(ALICE), id: "t-alice".into(), user_id: "u-alice".into(), expires_at_ms: None },
@@ -501,9 +513,14 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
             Token { sha256: digest(EXPIRED), id: "t-old".into(), user_id: "u-alice".into(), expires_at_ms: Some(1) },
         ],
         servers: vec![
-            Server { slug: "alpha".into(), url: up.alpha.url.clone(), labels: vec![] },
-            Server { slug: "beta".into(), url: up.beta.url.clone(), labels: vec![] },
-            Server { slug: "gone".into(), url: format!("{}/mcp", up.gone.url), labels: vec![] },
+            Server { slug: "alpha".into(), url: up.alpha.url.clone(), labels: vec![], transport: Default::default() },
+            Server { slug: "beta".into(), url: up.beta.url.clone(), labels: vec![], transport: Default::default() },
+            Server {
+                slug: "gone".into(),
+                url: format!("{}/mcp", up.gone.url),
+                labels: vec![],
+                transport: Default::default(),
+            },
         ],
         roles: vec![
             Role { slug: "analyst".into(), grants: grants(analyst), rules: vec![] },
@@ -514,11 +531,17 @@ pub fn content(up: &Upstreams, analyst: &[(&str, &[&str])]) -> Content {
                 slug: "dev".into(),
                 upstreams: vec!["alpha".into(), "beta".into()],
                 mode: PolicyMode::Enforce,
+                conflict_strategy: Default::default(),
+                prefixes: vec![],
+                overrides: vec![],
             },
             VirtualServer {
                 slug: "broken".into(),
                 upstreams: vec!["alpha".into(), "gone".into()],
                 mode: PolicyMode::Enforce,
+                conflict_strategy: Default::default(),
+                prefixes: vec![],
+                overrides: vec![],
             },
         ],
         session_keys: vec![SessionKey { id: "k1".into(), key_b64: SESSION_KEY_B64.into(), created_at_ms: 1 }],
@@ -555,6 +578,7 @@ impl TestGateway {
             poll_wait: Duration::from_secs(1),
             otlp_endpoint: None,
             metrics_token: None,
+            stdio_commands: vec![],
         };
         let gw = Gateway::start(config).await.expect("gateway starts");
         let router = gw.router();

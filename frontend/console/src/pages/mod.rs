@@ -2,9 +2,12 @@
 
 pub mod audit;
 pub mod data_rules;
+pub mod gateways;
+pub mod groups;
 pub mod home;
 pub mod kill_switch;
 pub mod login;
+pub mod publish;
 pub mod rate_limits;
 pub mod roles;
 pub mod rules;

@@ -181,6 +181,20 @@ pub fn RoleRules(tenant: String, role: String, rules: Vec<RuleView>, servers: Ve
                     <label><input type="checkbox" name="optional" /> " A call may leave the parameter out"</label>
                 </fieldset>
                 <div class="field grow">
+                    <label for=id("condition")>"Only when (CEL condition, optional)"</label>
+                    <textarea
+                        id=id("condition")
+                        name="condition"
+                        rows="2"
+                        placeholder="inCidr(client.ip, '10.0.0.0/8') && request.time.getHours('Europe/Berlin') < 18"
+                        data-testid=id("condition")
+                    ></textarea>
+                    <p class="muted">
+                        "Variables: user.id, user.email, user.groups, user.attributes, client.ip, client.app, "
+                        "request.time, tool.name, tool.server; inCidr(ip, cidr) checks a network."
+                    </p>
+                </div>
+                <div class="field grow">
                     <label for=id("description")>"Why (shown with every refusal)"</label>
                     <input id=id("description") name="description" data-testid=id("description") />
                 </div>

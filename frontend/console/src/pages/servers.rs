@@ -63,8 +63,9 @@ pub fn ServersPage() -> impl IntoView {
         <section class="card" aria-labelledby="register-h">
             <h2 id="register-h">"Register a server"</h2>
             <p class="muted">
-                "A Streamable HTTP MCP endpoint. Gatehouse connects to it now and lists its tools; "
-                "nothing is saved if it cannot be reached."
+                "A Streamable HTTP MCP endpoint, a legacy HTTP+SSE server, or a stdio command the gateway "
+                "workers launch (only commands on their stdio_commands allow-list). Gatehouse connects to it "
+                "now and lists its tools; nothing is saved if it cannot be reached."
             </p>
             <ActionForm action=register node_ref=form>
                 <input type="hidden" name="tenant" value=move || slug.get() />
@@ -79,15 +80,41 @@ pub fn ServersPage() -> impl IntoView {
                     </div>
                 </div>
                 <div class="field">
-                    <label for="server-url">"URL"</label>
+                    <label for="server-transport">"Transport"</label>
+                    <select id="server-transport" name="transport" data-testid="server-transport">
+                        <option value="streamableHttp" selected>"Streamable HTTP"</option>
+                        <option value="sse">"HTTP+SSE (legacy)"</option>
+                        <option value="stdio">"stdio (a command the workers launch)"</option>
+                    </select>
+                </div>
+                <div class="field">
+                    <label for="server-url">"URL (Streamable HTTP endpoint or SSE URL)"</label>
                     <input
                         id="server-url"
                         name="url"
                         type="url"
-                        required
                         placeholder="https://mcp.example.com/mcp"
                         data-testid="server-url"
                     />
+                </div>
+                <div class="row">
+                    <div class="field">
+                        <label for="server-command">"Command (stdio)"</label>
+                        <input
+                            id="server-command"
+                            name="command"
+                            placeholder="npx or /opt/mcp/bin/server"
+                            data-testid="server-command"
+                        />
+                    </div>
+                    <div class="field">
+                        <label for="server-args">"Arguments (stdio, one per line)"</label>
+                        <textarea id="server-args" name="args" rows="2" data-testid="server-args"></textarea>
+                    </div>
+                    <div class="field">
+                        <label for="server-env">"Environment (stdio, NAME=value per line; not secret)"</label>
+                        <textarea id="server-env" name="env" rows="2" data-testid="server-env"></textarea>
+                    </div>
                 </div>
                 <button type="submit" data-testid="register-server" disabled=move || register.pending().get()>
                     "Register and fetch tools"
@@ -109,7 +136,20 @@ fn ServerCard(
     refresh: ServerAction<RefreshServer>,
     label: ServerAction<SetServerLabels>,
 ) -> impl IntoView {
-    let ServerView { slug, name, url, tools, labels, tools_fetched_at_ms } = server;
+    let ServerView { slug, name, url, tools, labels, tools_fetched_at_ms, transport, command, args, env_names } =
+        server;
+    let transport_id = format!("transport-{slug}");
+    let reached = match (transport.as_str(), command) {
+        ("stdio", Some(c)) => {
+            let mut line = std::iter::once(c).chain(args).collect::<Vec<_>>().join(" ");
+            if !env_names.is_empty() {
+                line = format!("{line} (env: {})", env_names.join(", "));
+            }
+            format!("stdio: {line}")
+        }
+        ("sse", _) => format!("HTTP+SSE: {url}"),
+        _ => url,
+    };
     let tool_count = tools.len();
     let (card_id, refresh_id, tools_id, labels_id) =
         (format!("server-{slug}"), format!("refresh-{slug}"), format!("tools-{slug}"), format!("labels-{slug}"));
@@ -134,7 +174,7 @@ fn ServerCard(
                 </ActionForm>
             </header>
             <p>
-                <code class="url">{url}</code>
+                <code class="url" data-testid=transport_id>{reached}</code>
             </p>
             <ActionForm action=label attr:class="inline-form">
                 <input type="hidden" name="tenant" value=label_tenant />

@@ -10,6 +10,7 @@ use leptos_router::hooks::use_params_map;
 use crate::ConsoleError;
 use crate::api::tenant_overview;
 use crate::components::{ErrorNote, fmt_time};
+use crate::pages::gateways::GatewaysCard;
 use crate::pages::kill_switch::KillSwitchCard;
 
 /// What the pages of one tenant share.
@@ -113,11 +114,13 @@ pub fn TenantLayout() -> impl IntoView {
                     {tab("servers", "Servers")}
                     {tab("roles", "Roles")}
                     {tab("users", "Users")}
+                    {tab("groups", "Groups")}
                     {tab("virtual-servers", "Virtual servers")}
                     {tab("tokens", "API tokens")}
                     {tab("data", "Data rules")}
                     {tab("limits", "Rate limits")}
                     {tab("audit", "Audit")}
+                    {tab("publish", "Publish")}
                 </ul>
             </nav>
             <Outlet />
@@ -160,5 +163,6 @@ pub fn TenantOverview() -> impl IntoView {
             </ol>
         </section>
         <KillSwitchCard />
+        <GatewaysCard />
     }
 }
