@@ -615,7 +615,7 @@ async function main() {
       await byTestId('data-labels').fill('PII');
       await byTestId('add-data-rule').click();
       const rule = await waitText('data-rule-mask mail', 'servers labelled PII');
-      assert(rule.includes('Redact e-mail addresses in tool results'), `rule row: ${rule}`);
+      assert(rule.includes('Redact e-mail addresses in results'), `rule row: ${rule}`);
       await snap('11-data-rules');
       // The gateway applies it once the new bundle arrives.
       await waitFor('the gateway to redact the e-mail address', 20_000, async () => {

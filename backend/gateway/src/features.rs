@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures::future::join_all;
+use gatehouse_bundle::TenantPolicy;
 use gatehouse_bundle::policy::VirtualServerRoute;
 use gatehouse_core::audit::Outcome;
 use gatehouse_core::jsonrpc::{Id, result_response};
@@ -17,7 +18,10 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::Gateway;
-use crate::mcp::{Record, UpstreamFailure, forward, invalid_params, list_all, merge, rpc, upstream_failed};
+use crate::mcp::{
+    Record, UpstreamFailure, forward, forward_screened, invalid_params, list_all, merge, rpc, upstream_failed,
+};
+use crate::screen::{self, Screen, Subject};
 use crate::session::Session;
 use crate::upstream::Target;
 
@@ -106,9 +110,12 @@ async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) ->
 
 /// `resources/read`, `resources/subscribe`, `resources/unsubscribe`, `prompts/get` and
 /// `completion/complete`: to the upstream that owns the URI or prompt, with the prompt's upstream
-/// name.
+/// name. `prompts/get` and `resources/read` are screened by the tenant's data rules on the way in and
+/// out (`screen.rs`, decision 0009).
+#[allow(clippy::too_many_arguments)] // the request's whole context
 pub(crate) async fn routed(
     gw: &Gateway,
+    policy: &Arc<TenantPolicy>,
     route: &VirtualServerRoute,
     session: &Arc<Session>,
     id: &Id,
@@ -124,11 +131,13 @@ pub(crate) async fn routed(
         method == "prompts/get" || params.pointer("/ref/type").and_then(Value::as_str) == Some("ref/prompt");
     let name_at = if method == "prompts/get" { "/name" } else { "/ref/name" };
     let uri_at = if method == "completion/complete" { "/ref/uri" } else { "/uri" };
+    // The prompt's name as the client knows it, for data-rule refusals (it is renamed below).
+    let mut prompt = None;
     let found = if is_prompt {
         let Some(name) = params.pointer(name_at).and_then(Value::as_str).map(str::to_owned) else {
             return ok(invalid_params(id, &format!("{method} needs the prompt's name"), record));
         };
-        match prompt_route(gw, route, session, &name).await {
+        let found = match prompt_route(gw, route, session, &name).await {
             Ok(Some(target)) => {
                 if let Some(slot) = params.pointer_mut(name_at) {
                     *slot = Value::String(target.name);
@@ -140,7 +149,9 @@ pub(crate) async fn routed(
                 return ok(invalid_params(id, &why, record));
             }
             Err(failure) => Err(failure),
-        }
+        };
+        prompt = Some(name);
+        found
     } else {
         let Some(uri) = params.pointer(uri_at).and_then(Value::as_str).map(str::to_owned) else {
             return ok(invalid_params(id, &format!("{method} needs a resource URI"), record));
@@ -148,7 +159,22 @@ pub(crate) async fn routed(
         uri_route(gw, route, session, &uri).await
     };
     match found {
-        Ok(Some(server)) => forward(gw, route, session, &server, id, method, Some(&params), record).await,
+        Ok(Some(server)) => {
+            // Data rules (0009): `prompts/get` and `resources/read` are screened like `tools/call`.
+            let screen = Subject::of(method, prompt.as_deref())
+                .and_then(|subject| Screen::for_server(policy, &server).map(|s| (s, subject)));
+            let Some((screen, subject)) = screen else {
+                return forward(gw, route, session, &server, id, method, Some(&params), record).await;
+            };
+            record.set_upstream(&server);
+            if let Err((reason, rule)) = screen.arguments(&subject, &mut params, record) {
+                let body = screen::refusal(&json!(id), &reason, &subject, &rule);
+                record.blocked(reason, rule);
+                return ok(body);
+            }
+            let screen = Some((screen, subject));
+            forward_screened(gw, route, session, &server, id, method, Some(&params), record, screen).await
+        }
         Ok(None) => {
             let why = "no upstream of this virtual server offers resources".to_owned();
             ok(invalid_params(id, &why, record))

@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use crate::ratelimit;
 use crate::relay::{self, PostEnd};
 use crate::routes::{MAX_BODY_BYTES, check_origin, error};
-use crate::screen::{self, Screen};
+use crate::screen::{self, Screen, Subject};
 use crate::seal::{self, SealedUpstream, SessionClaims};
 use crate::session::{Session, ToolRoute, UpstreamSlot};
 use crate::upstream::{Answer, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Target, UpstreamError};
@@ -213,6 +213,11 @@ impl Record {
     /// Adds data-classification findings.
     pub(crate) fn findings(&mut self, findings: impl Iterator<Item = gatehouse_core::classification::AuditFinding>) {
         self.event.findings.extend(findings);
+    }
+
+    /// Names the upstream server the request is for (before it is forwarded).
+    pub(crate) fn set_upstream(&mut self, server: &str) {
+        self.event.upstream_server = Some(server.to_owned());
     }
 
     /// Names the rule that decided.
@@ -438,7 +443,7 @@ async fn handle_post(
         "resources/templates/list" => crate::features::templates_list(gw, &route, &session, &id, record).await,
         "prompts/list" => crate::features::prompts_list(gw, &route, &session, &id, record).await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
-            return crate::features::routed(gw, &route, &session, &id, &method, params, record).await;
+            return crate::features::routed(gw, &policy, &route, &session, &id, &method, params, record).await;
         }
         "logging/setLevel" => crate::features::set_level(gw, &route, &session, &id, params, record).await,
         other => {
@@ -1070,9 +1075,9 @@ async fn tools_call(
     }
     let screen = Screen::for_server(policy, &target.server);
     if let Some(screen) = &screen
-        && let Err((reason, rule)) = screen.arguments(&target.name, &mut params, record)
+        && let Err((reason, rule)) = screen.arguments(&Subject::Tool(target.name.clone()), &mut params, record)
     {
-        let body = screen::refusal(&json!(id), &reason, &name, &rule);
+        let body = screen::refusal(&json!(id), &reason, &Subject::Tool(name.clone()), &rule);
         record.blocked(reason, rule);
         return ok(body);
     }
@@ -1082,7 +1087,7 @@ async fn tools_call(
     if let Some(object) = params.as_object_mut() {
         object.insert("name".to_owned(), Value::String(target.name.clone()));
     }
-    let screen = screen.map(|s| (s, name));
+    let screen = screen.map(|s| (s, Subject::Tool(name)));
     forward_screened(gw, route, session, &target.server, id, "tools/call", Some(&params), record, screen).await
 }
 
@@ -1151,10 +1156,10 @@ pub(crate) async fn forward(
     forward_screened(gw, route, session, server, id, method, params, record, None).await
 }
 
-/// [`forward`], with the answer screened by data-classification rules (for `tools/call`; the
-/// string is the tool's name as the client knows it).
+/// [`forward`], with the answer screened by data-classification rules (for `tools/call`,
+/// `prompts/get` and `resources/read`; the subject names what refusals are about).
 #[allow(clippy::too_many_arguments)] // the request's whole context
-async fn forward_screened(
+pub(crate) async fn forward_screened(
     gw: &Gateway,
     route: &VirtualServerRoute,
     session: &Arc<Session>,
@@ -1163,7 +1168,7 @@ async fn forward_screened(
     method: &str,
     params: Option<&Value>,
     record: &mut Record,
-    screen: Option<(Screen, String)>,
+    screen: Option<(Screen, Subject)>,
 ) -> Response {
     record.event.upstream_server = Some(server.to_owned());
     let Some((index, (_, url))) = route.upstreams.iter().enumerate().find(|(_, (s, _))| s == server) else {
@@ -1178,8 +1183,8 @@ async fn forward_screened(
     let traced = record.upstream_call(gw, call, params);
     match gw.inner().upstreams.forward(target, &upstream_id, method, traced.as_ref().or(params)).await {
         Ok(Answer::Json(mut response)) => {
-            if let Some((screen, tool)) = &screen
-                && screen.response(tool, &mut response, record)
+            if let Some((screen, subject)) = &screen
+                && screen.response(subject, &mut response, record)
             {
                 if let Some(object) = response.as_object_mut() {
                     object.insert("id".to_owned(), json!(id));
@@ -1206,8 +1211,8 @@ async fn forward_screened(
                 let _in_flight = in_flight;
                 let timeout = gw.inner().upstreams.timeout();
                 let mut on_answer = |message: &mut Value| {
-                    if let Some((screen, tool)) = &screen {
-                        screen.response(tool, message, &mut record);
+                    if let Some((screen, subject)) = &screen {
+                        screen.response(subject, message, &mut record);
                     }
                 };
                 let end = relay::pump_post(stream, index, &server, &id, timeout, &tx, &mut on_answer).await;

@@ -16,7 +16,8 @@
 //!   ends). Attributes: `mcp.method.name` (required), `jsonrpc.request.id` (requests only, "a string
 //!   representation of the `id`"), `gen_ai.tool.name` (the name the client called) and
 //!   `gen_ai.operation.name = execute_tool` on `tools/call`, `gen_ai.prompt.name` on `prompts/get`,
-//!   `mcp.resource.uri` on `resources/read|subscribe|unsubscribe`, `mcp.session.id`,
+//!   `mcp.resource.uri` on `resources/read|subscribe|unsubscribe` (left out when a data rule found
+//!   something in the URI), `mcp.session.id`,
 //!   `mcp.protocol.version`, `network.transport = tcp`, `network.protocol.name = http`, and the
 //!   gateway's own `gatehouse.tenant`, `gatehouse.virtual_server`, `gatehouse.outcome` (the audit
 //!   outcome), `gatehouse.rule_id` (the rule that decided, when one did) and
@@ -163,7 +164,7 @@ impl Telemetry {
             .with_start_time(start)
             .with_attributes(attributes)
             .start_with_context(&otel.tracer, &parent);
-        Some(Box::new(RequestTrace { server: span, client: None }))
+        Some(Box::new(RequestTrace { server: span, client: None, resource_uri: resource_uri(method, params) }))
     }
 
     /// Starts the client span of a request forwarded to upstream `server` at `url` (as `method`, with
@@ -253,6 +254,8 @@ pub(crate) struct UpstreamCall<'a> {
 pub(crate) struct RequestTrace {
     server: Span,
     client: Option<Span>,
+    /// `mcp.resource.uri`, set when the request ends unless a data rule found something in it.
+    resource_uri: Option<String>,
 }
 
 impl RequestTrace {
@@ -273,6 +276,11 @@ impl RequestTrace {
             client.end_with_timestamp(now);
         }
         let span = &mut self.server;
+        if let Some(uri) = self.resource_uri.take()
+            && !event.findings.iter().any(|f| f.path == "/uri")
+        {
+            span.set_attribute(KeyValue::new("mcp.resource.uri", uri));
+        }
         span.set_attribute(KeyValue::new("gatehouse.tenant", event.tenant.clone()));
         span.set_attribute(KeyValue::new("gatehouse.virtual_server", event.virtual_server.clone()));
         span.set_attribute(KeyValue::new("gatehouse.outcome", event.outcome.as_str()));
@@ -316,11 +324,16 @@ fn target_attributes(method: &str, params: Option<&Value>, attributes: &mut Vec<
             attributes.push(KeyValue::new("gen_ai.prompt.name", prompt.clone()));
             Some(prompt)
         }
+        _ => None,
+    }
+}
+
+/// The `uri` of a resources method, recorded on the span only when the request ends (see
+/// [`RequestTrace::finish`]): a data rule may find that the URI itself holds data it blocks or redacts.
+fn resource_uri(method: &str, params: Option<&Value>) -> Option<String> {
+    match method {
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            if let Some(uri) = field("uri") {
-                attributes.push(KeyValue::new("mcp.resource.uri", uri));
-            }
-            None
+            params.and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_owned)
         }
         _ => None,
     }
@@ -416,6 +429,7 @@ mod tests {
         let params = serde_json::json!({ "uri": "file:///a" });
         let target = target_attributes("resources/read", Some(&params), &mut attributes);
         assert_eq!(span_name("resources/read", target.as_deref()), "resources/read");
-        assert!(attributes.contains(&KeyValue::new("mcp.resource.uri", "file:///a")));
+        assert_eq!(resource_uri("resources/read", Some(&params)).as_deref(), Some("file:///a"));
+        assert_eq!(resource_uri("tools/call", Some(&params)), None);
     }
 }

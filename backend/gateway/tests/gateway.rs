@@ -832,6 +832,143 @@ async fn data_classification_blocks_and_redacts_arguments_and_results() {
 }
 
 #[tokio::test]
+async fn data_classification_screens_resources_and_prompts() {
+    use gatehouse_bundle::classify::{Action, ClassificationRule, Detector, Scope};
+    let key = SigningKey::generate();
+    let up = Upstreams::start().await;
+    let cp = FakeControlPlane::start().await;
+    let rule = |id: &str, detector, action, scope, servers: &[&str]| ClassificationRule {
+        id: id.into(),
+        name: id.into(),
+        detector,
+        pattern: None,
+        action,
+        scope,
+        servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut guarded = content(&up, ANALYST);
+    guarded.classification = vec![
+        // Card numbers read from alpha are redacted; beta (a PCI server) may neither receive nor return one.
+        rule("mask-cards", Detector::CardNumber, Action::Redact, Scope::Responses, &["alpha"]),
+        rule("pci", Detector::CardNumber, Action::Block, Scope::Both, &["beta"]),
+        // Keys are never sent, to any server, not even inside a resource URI.
+        rule("no-keys", Detector::ApiKey, Action::Block, Scope::Params, &[]),
+    ];
+    guarded.normalize();
+    cp.publish(vec![key.sign("default", 1, 0, guarded)]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start(&cp.url, dir.path(), &key).await;
+    gw.revision().await;
+    let mut alice = gw.client("dev", Some(ALICE));
+    alice.initialize().await;
+
+    // resources/read: the card number in the text is redacted, as JSON and as an event stream.
+    let read = alice.request("resources/read", json!({"uri": "alpha://item/card"})).await;
+    assert_eq!(
+        read.body["result"]["contents"][0]["text"],
+        "alpha resources/read alpha://item/card: card [REDACTED:card_number]",
+        "{read:?}"
+    );
+    let streamed = alice.request("resources/read", json!({"uri": "alpha://item/card-sse"})).await;
+    assert!(!streamed.events.is_empty(), "answered as an event stream: {streamed:?}");
+    assert_eq!(
+        streamed.body["result"]["contents"][0]["text"],
+        "alpha resources/read alpha://item/card-sse: card [REDACTED:card_number]"
+    );
+    assert!(streamed.events.iter().any(|(_, e)| e["method"] == "notifications/message"), "the log event streams");
+    // Binary contents are not scanned: passed through as they are.
+    let blob = alice.request("resources/read", json!({"uri": "alpha://item/blob"})).await;
+    assert_eq!(blob.body["result"]["contents"][0]["blob"], "4111111111111111");
+
+    // A resource URI is an argument: a key in it is refused before anything goes upstream, and the
+    // refusal does not repeat the URI.
+    let reads_before = up.alpha.reads().len();
+    let keyed = alice.request("resources/read", json!({"uri": "alpha://item/AKIAIOSFODNN7EXAMPLE"})).await;
+    assert_eq!(keyed.rpc_code(), Some(-32003), "{keyed:?}");
+    assert_eq!(keyed.body["error"]["data"], json!({"code": "DATA_BLOCKED", "rule": "no-keys"}));
+    assert_eq!(
+        keyed.body["error"]["message"],
+        "the URI of resources/read holds data that rule no-keys blocks (api_key at /uri)"
+    );
+    assert!(!keyed.body.to_string().contains("AKIA"));
+    assert_eq!(up.alpha.reads().len(), reads_before, "a blocked read never reaches the upstream");
+
+    // prompts/get: alpha's messages are redacted (the results-only rule leaves the arguments alone).
+    let got = alice
+        .request("prompts/get", json!({"name": "alpha__summary", "arguments": {"c": "4111 1111 1111 1111"}}))
+        .await;
+    assert_eq!(
+        got.body["result"]["messages"][0]["content"]["text"],
+        r#"alpha/summary: {"c":"[REDACTED:card_number]"}"#
+    );
+    assert_eq!(up.alpha.reads().last().unwrap()["params"]["arguments"]["c"], "4111 1111 1111 1111");
+
+    // beta's arguments: blocked, beta never sees them.
+    let beta_before = up.beta.reads().len();
+    let refused =
+        alice.request("prompts/get", json!({"name": "beta__summary", "arguments": {"c": "4111 1111 1111 1111"}})).await;
+    assert_eq!(refused.rpc_code(), Some(-32003), "{refused:?}");
+    assert_eq!(
+        refused.body["error"]["data"],
+        json!({"code": "DATA_BLOCKED", "prompt": "beta__summary", "rule": "pci"})
+    );
+    assert_eq!(
+        refused.body["error"]["message"],
+        "the arguments of prompt 'beta__summary' hold data that rule pci blocks (card_number at /c)"
+    );
+    assert_eq!(up.beta.reads().len(), beta_before, "a blocked prompts/get never reaches the upstream");
+
+    // beta's messages holding a card: DATA_BLOCKED instead of the messages, as JSON and in a stream.
+    for arguments in [json!({"card": "yes"}), json!({"card": "yes", "sse": "yes"})] {
+        let blocked = alice.request("prompts/get", json!({"name": "beta__summary", "arguments": arguments})).await;
+        assert_eq!(blocked.body["error"]["data"]["code"], "DATA_BLOCKED", "{blocked:?}");
+        assert_eq!(
+            blocked.body["error"]["message"],
+            "the messages of prompt 'beta__summary' held data that rule pci blocks \
+             (card_number at /messages/0/content/text); they were not delivered"
+        );
+        assert!(!format!("{blocked:?}").contains("4111"), "the card never reaches the client: {blocked:?}");
+    }
+    assert_eq!(up.beta.reads().len(), beta_before + 2, "those did reach beta");
+    // Without a card, beta's prompt is delivered.
+    let plain = alice.request("prompts/get", json!({"name": "beta__summary", "arguments": {"x": "1"}})).await;
+    assert_eq!(plain.body["result"]["messages"][0]["content"]["text"], r#"beta/summary: {"x":"1"}"#);
+
+    // The audit has every finding (rule, direction, place), never the data.
+    let events = eventually("the audit events", async || {
+        let events = cp.audit_events();
+        (events.iter().filter(|e| !e.findings.is_empty()).count() >= 7).then_some(events)
+    })
+    .await;
+    let find = |method: &str, rule: &str, path: &str| {
+        events
+            .iter()
+            .find(|e| e.method == method && e.findings.iter().any(|f| f.rule_id == rule && f.path == path))
+            .unwrap_or_else(|| panic!("no audited {method} finding of {rule} at {path}: {events:#?}"))
+    };
+    let redacted = find("resources/read", "mask-cards", "/contents/0/text");
+    assert_eq!(redacted.outcome, Outcome::Allowed);
+    assert_eq!(redacted.findings[0].direction, "response");
+    assert_eq!(redacted.findings[0].action, Action::Redact);
+    let uri = find("resources/read", "no-keys", "/uri");
+    assert_eq!((uri.outcome, uri.rule_id.as_deref()), (Outcome::Denied, Some("no-keys")));
+    assert_eq!(uri.findings[0].direction, "params");
+    let args = find("prompts/get", "pci", "/c");
+    assert_eq!((args.outcome, args.rule_id.as_deref()), (Outcome::Denied, Some("pci")));
+    assert_eq!(args.upstream_server.as_deref(), Some("beta"));
+    let messages = find("prompts/get", "pci", "/messages/0/content/text");
+    assert_eq!((messages.outcome, messages.rule_id.as_deref()), (Outcome::Denied, Some("pci")));
+    assert_eq!(messages.findings[0].direction, "response");
+    assert_eq!(
+        events.iter().filter(|e| e.method == "prompts/get" && e.rule_id.as_deref() == Some("pci")).count(),
+        3,
+        "the blocked arguments and both blocked answers (JSON and stream): {events:#?}"
+    );
+    let audited = serde_json::to_string(&events).unwrap();
+    assert!(!audited.contains("4111") && !audited.contains("AKIA"), "no audited data: {audited}");
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after_per_user_and_per_tenant() {
     use gatehouse_bundle::format::RateLimit;
     use gatehouse_core::limits::LimitScope;

@@ -203,6 +203,8 @@ struct UpState {
     deleted: Mutex<Vec<String>>,
     saw_authorization: AtomicBool,
     calls: Mutex<Vec<Value>>,
+    /// `resources/read` and `prompts/get` requests received (the whole message).
+    reads: Mutex<Vec<Value>>,
     /// Notifications received from the gateway (after initialize).
     notes: Mutex<Vec<Value>>,
     /// Server requests waiting for the client's answer, by id.
@@ -223,6 +225,7 @@ impl FakeUpstream {
             deleted: Mutex::new(Vec::new()),
             saw_authorization: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
+            reads: Mutex::new(Vec::new()),
             notes: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
             gets: Mutex::new(Vec::new()),
@@ -252,6 +255,11 @@ impl FakeUpstream {
     }
 
     /// Notifications the gateway sent (besides `notifications/initialized`).
+    /// Every `resources/read` and `prompts/get` request this upstream received.
+    pub fn reads(&self) -> Vec<Value> {
+        self.state.reads.lock().unwrap().clone()
+    }
+
     pub fn notes(&self) -> Vec<Value> {
         self.state.notes.lock().unwrap().clone()
     }
@@ -329,7 +337,23 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
         ] })),
         "resources/read" | "resources/subscribe" => {
             let uri = msg["params"]["uri"].as_str().unwrap_or_default();
-            rpc_result(json!({ "contents": [{ "uri": uri, "text": format!("{} {method} {uri}", state.server) }] }))
+            if method == "resources/read" {
+                state.reads.lock().unwrap().push(msg.clone());
+            }
+            // Test hooks for data classification: a URI with `card` reads a card number, one with
+            // `blob` binary contents (digits a card detector would match as text), one with `sse`
+            // is answered as an event stream.
+            let mut text = format!("{} {method} {uri}", state.server);
+            if uri.contains("card") {
+                text.push_str(": card 4111 1111 1111 1111");
+            }
+            let content = if uri.contains("blob") {
+                json!({ "uri": uri, "mimeType": "application/octet-stream", "blob": "4111111111111111" })
+            } else {
+                json!({ "uri": uri, "text": text })
+            };
+            let result = json!({ "contents": [content] });
+            if uri.contains("sse") { sse_result(&id, result) } else { rpc_result(result) }
         }
         "prompts/list" => {
             let names: &[&str] = if state.server == "alpha" { &["greet", "summary"] } else { &["summary"] };
@@ -338,13 +362,20 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
             rpc_result(json!({ "prompts": prompts }))
         }
         "prompts/get" => {
-            let text = format!(
+            state.reads.lock().unwrap().push(msg.clone());
+            let mut text = format!(
                 "{}/{}: {}",
                 state.server,
                 msg["params"]["name"].as_str().unwrap_or("?"),
                 msg["params"]["arguments"]
             );
-            rpc_result(json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": text } }] }))
+            // Test hooks: argument `card` adds a card number to the message, `sse` streams the answer.
+            let arguments = &msg["params"]["arguments"];
+            if arguments.get("card").is_some() {
+                text.push_str(" card 4111 1111 1111 1111");
+            }
+            let result = json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": text } }] });
+            if arguments.get("sse").is_some() { sse_result(&id, result) } else { rpc_result(result) }
         }
         "completion/complete" => {
             let what = msg["params"]["ref"]["name"]
@@ -396,6 +427,14 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
         _ => Json(json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": "method not found" } }))
             .into_response(),
     }
+}
+
+/// A result answered as an event stream: a log event first, then the answer.
+fn sse_result(id: &Value, result: Value) -> Response {
+    let log = json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": { "level": "info", "data": "reading" } });
+    let answer = json!({ "jsonrpc": "2.0", "id": id, "result": result });
+    let body = format!("event: message\ndata: {log}\n\nevent: message\ndata: {answer}\n\n");
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
 
 /// beta's `ask` tool, answered over SSE: a priming event, progress (if asked for), a sampling request

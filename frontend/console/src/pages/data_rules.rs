@@ -1,4 +1,4 @@
-//! `/t/{tenant}/data`: data-classification rules: what the gateways look for in tool arguments and
+//! `/t/{tenant}/data`: data-classification rules: what the gateways look for in arguments and
 //! results (card numbers, keys, e-mail addresses, ... or a tenant pattern), and whether they block,
 //! redact or only log it, on which servers.
 
@@ -26,8 +26,8 @@ fn detector_label(d: Detector) -> &'static str {
 
 fn scope_label(s: Scope) -> &'static str {
     match s {
-        Scope::Params => "tool arguments",
-        Scope::Responses => "tool results",
+        Scope::Params => "arguments",
+        Scope::Responses => "results",
         Scope::Both => "arguments and results",
     }
 }
@@ -104,7 +104,8 @@ pub fn DataRulesPage() -> impl IntoView {
         <section aria-labelledby="data-h">
             <h2 id="data-h">"Data rules"</h2>
             <p class="muted">
-                "The gateways scan tool arguments and results with these rules: block stops the call (or the result), "
+                "The gateways scan arguments (of tools and prompts, and resource URIs) and results (tool results, "
+                "prompt messages, resource text; binary data is not scanned) with these rules: block stops the request (or the result), "
                 "redact replaces what matched, log only records it. The audit log says which rule found what kind of data "
                 "where, never the data itself."
             </p>
