@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::policy_file::{self, LiveState, Op, Plan, PolicyFile, RuleSpec};
+use crate::policy_file::{self, LiveState, Op, OverrideSpec, Plan, PolicyFile, RuleSpec};
 
 /// The environment variable holding the API token, unless `--token-env` names another.
 pub const DEFAULT_TOKEN_ENV: &str = "GATEHOUSE_TOKEN";
@@ -145,15 +145,51 @@ pub const LIVE_QUERY: &str = "query($t: String!) {
             params { param optional equals oneOf pattern min max maxLength pathPrefixes urlHosts } description
             condition }
   }
-  virtualServers(tenant: $t) { slug name upstreams mode }
+  virtualServers(tenant: $t) {
+    slug name upstreams mode conflictStrategy prefixes { server prefix }
+    overrides { server tool rename description fixed { name value } hidden enums { name values } }
+  }
   servers(tenant: $t) { slug tools { name } }
   users(tenant: $t) { email }
+  groups(tenant: $t) { slug name members roles }
 }";
 
+/// How many users' attributes one query reads (aliases of `userAttributes`; the schema's
+/// complexity limit is 2,000).
+const ATTRIBUTE_BATCH: usize = 100;
+
+/// The attributes query of some users: `u0: userAttributes(tenant: $t, email: $e0) { key value } …`.
+fn attributes_query(n: usize) -> String {
+    let vars: Vec<String> = (0..n).map(|i| format!("$e{i}: String!")).collect();
+    let fields: Vec<String> =
+        (0..n).map(|i| format!("u{i}: userAttributes(tenant: $t, email: $e{i}) {{ key value }}")).collect();
+    format!("query($t: String!, {}) {{ {} }}", vars.join(", "), fields.join(" "))
+}
+
 async fn fetch_live(client: &Client, tenant: &str) -> Result<LiveState, GqlError> {
+    let shape = |e: serde_json::Error| {
+        GqlError::transport(format!("the control plane's answer does not have the expected shape: {e}"))
+    };
     let data = client.call(LIVE_QUERY, json!({ "t": tenant })).await?;
-    serde_json::from_value(data)
-        .map_err(|e| GqlError::transport(format!("the control plane's answer does not have the expected shape: {e}")))
+    let mut live: LiveState = serde_json::from_value(data).map_err(shape)?;
+    // `UserView` has no attributes: they are read per user, in batches.
+    let emails: Vec<String> = live.users.iter().map(|u| u.email.clone()).collect();
+    for batch in emails.chunks(ATTRIBUTE_BATCH) {
+        let mut variables = json!({ "t": tenant });
+        for (i, email) in batch.iter().enumerate() {
+            variables[format!("e{i}")] = json!(email);
+        }
+        let data = client.call(&attributes_query(batch.len()), variables).await?;
+        for (i, email) in batch.iter().enumerate() {
+            let pairs: Vec<policy_file::LiveAttribute> =
+                serde_json::from_value(data[format!("u{i}")].clone()).map_err(shape)?;
+            if !pairs.is_empty() {
+                live.user_attributes
+                    .insert(email.trim().to_lowercase(), pairs.into_iter().map(|a| (a.key, a.value)).collect());
+            }
+        }
+    }
+    Ok(live)
 }
 
 /// `RuleInput` as GraphQL variables.
@@ -172,6 +208,19 @@ fn rule_input(rule: &RuleSpec) -> Value {
         v["condition"] = json!(c);
     }
     v
+}
+
+/// `ToolOverrideInput` as GraphQL variables (`fixed` and `enums` as lists of `{ name, … }`).
+fn override_input(o: &OverrideSpec) -> Value {
+    json!({
+        "server": o.server,
+        "tool": o.tool,
+        "rename": o.rename,
+        "description": o.description,
+        "fixed": o.fixed.iter().map(|(name, value)| json!({ "name": name, "value": value })).collect::<Vec<_>>(),
+        "hidden": o.hidden,
+        "enums": o.enums.iter().map(|(name, values)| json!({ "name": name, "values": values })).collect::<Vec<_>>(),
+    })
 }
 
 async fn run(client: &Client, tenant: &str, op: &Op) -> Result<(), GqlError> {
@@ -207,6 +256,48 @@ async fn run(client: &Client, tenant: &str, op: &Op) -> Result<(), GqlError> {
         Op::SetPolicyMode { virtual_server, mode } => (
             "mutation($t: String!, $v: String!, $m: PolicyMode!) { setPolicyMode(tenant: $t, virtualServer: $v, mode: $m) { mode } }",
             json!({ "t": tenant, "v": virtual_server, "m": mode.graphql() }),
+        ),
+        Op::SetConflictStrategy { virtual_server, strategy, prefixes } => (
+            "mutation($t: String!, $v: String!, $s: ConflictStrategy!, $p: [UpstreamPrefixInput!]!) { setConflictStrategy(tenant: $t, virtualServer: $v, strategy: $s, prefixes: $p) { slug } }",
+            json!({ "t": tenant, "v": virtual_server, "s": strategy.graphql(),
+                    "p": prefixes.iter().map(|(server, prefix)| json!({ "server": server, "prefix": prefix })).collect::<Vec<_>>() }),
+        ),
+        Op::SetToolOverride { virtual_server, over } => (
+            "mutation($t: String!, $v: String!, $o: ToolOverrideInput!) { setToolOverride(tenant: $t, virtualServer: $v, override: $o) { slug } }",
+            json!({ "t": tenant, "v": virtual_server, "o": override_input(over) }),
+        ),
+        Op::DeleteToolOverride { virtual_server, server, tool } => (
+            "mutation($t: String!, $v: String!, $s: String!, $n: String!) { deleteToolOverride(tenant: $t, virtualServer: $v, server: $s, tool: $n) { slug } }",
+            json!({ "t": tenant, "v": virtual_server, "s": server, "n": tool }),
+        ),
+        Op::CreateGroup { group, name } => (
+            "mutation($t: String!, $s: String!, $n: String!) { createGroup(tenant: $t, slug: $s, name: $n) { slug } }",
+            json!({ "t": tenant, "s": group, "n": name }),
+        ),
+        Op::DeleteGroup { group } => (
+            "mutation($t: String!, $s: String!) { deleteGroup(tenant: $t, slug: $s) }",
+            json!({ "t": tenant, "s": group }),
+        ),
+        Op::AddGroupMember { group, email } => (
+            "mutation($t: String!, $g: String!, $e: String!) { addGroupMember(tenant: $t, group: $g, email: $e) { slug } }",
+            json!({ "t": tenant, "g": group, "e": email }),
+        ),
+        Op::RemoveGroupMember { group, email } => (
+            "mutation($t: String!, $g: String!, $e: String!) { removeGroupMember(tenant: $t, group: $g, email: $e) { slug } }",
+            json!({ "t": tenant, "g": group, "e": email }),
+        ),
+        Op::BindGroupRole { group, role } => (
+            "mutation($t: String!, $g: String!, $r: String!) { bindGroupRole(tenant: $t, group: $g, role: $r) { slug } }",
+            json!({ "t": tenant, "g": group, "r": role }),
+        ),
+        Op::UnbindGroupRole { group, role } => (
+            "mutation($t: String!, $g: String!, $r: String!) { unbindGroupRole(tenant: $t, group: $g, role: $r) { slug } }",
+            json!({ "t": tenant, "g": group, "r": role }),
+        ),
+        Op::SetUserAttributes { email, attributes } => (
+            "mutation($t: String!, $e: String!, $a: [UserAttributeInput!]!) { setUserAttributes(tenant: $t, email: $e, attributes: $a) { key } }",
+            json!({ "t": tenant, "e": email,
+                    "a": attributes.iter().map(|(key, value)| json!({ "key": key, "value": value })).collect::<Vec<_>>() }),
         ),
     };
     client.call(query, variables).await.map(|_| ())

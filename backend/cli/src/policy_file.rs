@@ -1,8 +1,9 @@
 //! Policy as code: the YAML model of a tenant's access policy (`gatehouse export` writes it,
 //! `gatehouse apply` reads it), and the pure difference between such a file and the live state.
 //!
-//! The file manages access roles (description, grants, rules, members) and virtual servers (name,
-//! upstreams, policy mode). Servers and users are only referenced, by slug and by e-mail: servers
+//! The file manages access roles (description, grants, rules, members), virtual servers (name,
+//! upstreams, policy mode, conflict strategy, upstream prefixes, per-tool overrides), local groups
+//! (members, roles bound to them) and user attributes. Servers and users are only referenced, by slug and by e-mail: servers
 //! are registered through the intake workflow and users come from SSO (or the console), so the file
 //! neither creates nor deletes them. Rules have no identity in the file: they are matched with the
 //! live ones by their content, so a changed rule is a deleted rule and an added one.
@@ -45,6 +46,65 @@ pub struct PolicyFile {
     /// Virtual servers.
     #[serde(default)]
     pub virtual_servers: Vec<VirtualServerSpec>,
+    /// Local groups (`docs/decisions/0012-groups-and-conditions.md`). Left out: the file does not
+    /// manage groups and the live ones are left as they are; given (even `[]`): exactly these groups
+    /// (a live group not listed is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<GroupSpec>>,
+    /// User attributes by e-mail (`user.attributes` in rule conditions). Left out: not managed; given
+    /// (even `{}`): exactly these (a user not listed has none).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "some_unique_keys")]
+    pub user_attributes: Option<BTreeMap<String, AttributeMap>>,
+}
+
+/// A local group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GroupSpec {
+    /// Slug, unique in the tenant (what conditions see in `user.groups`).
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// E-mails of the members.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Slugs of the access roles every member holds through the group.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// One user's attributes: key → value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AttributeMap(#[serde(deserialize_with = "unique_keys")] pub BTreeMap<String, String>);
+
+/// A YAML mapping would keep the last of two equal keys: a key written twice is refused instead.
+fn unique_keys<'de, D: serde::Deserializer<'de>, V: Deserialize<'de>>(d: D) -> Result<BTreeMap<String, V>, D::Error> {
+    struct Keys<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Keys<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("`{key}` is listed twice")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Keys(std::marker::PhantomData))
+}
+
+fn some_unique_keys<'de, D: serde::Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, V>>, D::Error> {
+    unique_keys(d).map(Some)
 }
 
 /// An access role.
@@ -337,6 +397,125 @@ pub struct VirtualServerSpec {
     /// Policy mode (default `enforce`).
     #[serde(default)]
     pub mode: Mode,
+    /// How a tool name several upstreams use is resolved (default `auto`;
+    /// `docs/decisions/0013-virtual-server-shaping.md`).
+    #[serde(default)]
+    pub conflict_strategy: Strategy,
+    /// Upstream server slug → the prefix of its tools (an upstream not listed: its slug).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
+    pub prefixes: BTreeMap<String, String>,
+    /// Per-tool overrides (GraphQL `ToolOverrideInput`, with `fixed` and `enums` as maps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<OverrideSpec>,
+}
+
+/// A conflict strategy. Written `auto`/`prefix`/`priority`/`explicit`; GraphQL's `AUTO`… are accepted too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// A name several upstreams use is prefixed for each of them.
+    #[default]
+    #[serde(alias = "AUTO")]
+    Auto,
+    /// Every tool is prefixed.
+    #[serde(alias = "PREFIX")]
+    Prefix,
+    /// The first upstream keeps the bare name.
+    #[serde(alias = "PRIORITY")]
+    Priority,
+    /// Conflicts must be resolved by renames.
+    #[serde(alias = "EXPLICIT")]
+    Explicit,
+}
+
+impl Strategy {
+    /// The file's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Prefix => "prefix",
+            Strategy::Priority => "priority",
+            Strategy::Explicit => "explicit",
+        }
+    }
+
+    /// The GraphQL enum value.
+    pub fn graphql(self) -> &'static str {
+        match self {
+            Strategy::Auto => "AUTO",
+            Strategy::Prefix => "PREFIX",
+            Strategy::Priority => "PRIORITY",
+            Strategy::Explicit => "EXPLICIT",
+        }
+    }
+}
+
+/// How one upstream tool is shown and called through a virtual server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverrideSpec {
+    /// Upstream server slug.
+    pub server: String,
+    /// The tool's name at the upstream.
+    pub tool: String,
+    /// The name clients see instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
+    /// The description clients see instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Parameter → the value every call gets (hidden from clients).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
+    pub fixed: BTreeMap<String, Value>,
+    /// Optional parameters hidden from clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<String>,
+    /// Parameter → the values clients may send.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "unique_keys")]
+    pub enums: BTreeMap<String, Vec<Value>>,
+}
+
+impl OverrideSpec {
+    /// The override as the control plane stores it (trimmed, empty texts and a rename to the
+    /// tool's own name left out, hidden parameters sorted), for comparing.
+    fn normalized(&self) -> OverrideSpec {
+        let text = |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+        let mut hidden = self.hidden.clone();
+        hidden.sort();
+        hidden.dedup();
+        OverrideSpec {
+            rename: text(&self.rename).filter(|r| *r != self.tool),
+            description: text(&self.description),
+            hidden,
+            ..self.clone()
+        }
+    }
+
+    /// Whether it changes what a call may send (fixed, hidden or narrowed parameters).
+    fn shapes_arguments(&self) -> bool {
+        !(self.fixed.is_empty() && self.hidden.is_empty() && self.enums.is_empty())
+    }
+
+    /// `rename say, fixed message="hi", hidden [debug]`: what a diff line says about an override.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = &self.rename {
+            parts.push(format!("rename {r}"));
+        }
+        if let Some(d) = &self.description {
+            parts.push(format!("description {d:?}"));
+        }
+        for (name, value) in &self.fixed {
+            parts.push(format!("fixed {name}={value}"));
+        }
+        if !self.hidden.is_empty() {
+            parts.push(format!("hidden [{}]", self.hidden.join(", ")));
+        }
+        for (name, values) in &self.enums {
+            parts.push(format!("enum {name}={}", Value::Array(values.clone())));
+        }
+        if parts.is_empty() { "nothing".to_owned() } else { parts.join(", ") }
+    }
 }
 
 // ----------------------------------------------------------------------------------- live state
@@ -354,6 +533,29 @@ pub struct LiveState {
     pub servers: Vec<LiveServer>,
     /// Users (referenced, never changed).
     pub users: Vec<LiveUser>,
+    /// Local groups.
+    #[serde(default)]
+    pub groups: Vec<LiveGroup>,
+    /// User attributes by lowercased e-mail (users without attributes left out); a second query
+    /// fills it (`apply::fetch_live`).
+    #[serde(skip)]
+    pub user_attributes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One user attribute as stored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveAttribute {
+    pub key: String,
+    pub value: String,
+}
+
+/// A local group as stored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveGroup {
+    pub slug: String,
+    pub name: String,
+    pub members: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 /// An access role as stored.
@@ -412,6 +614,63 @@ pub struct LiveVirtualServer {
     pub name: String,
     pub upstreams: Vec<String>,
     pub mode: Mode,
+    #[serde(default)]
+    pub conflict_strategy: Strategy,
+    #[serde(default)]
+    pub prefixes: Vec<LivePrefix>,
+    #[serde(default)]
+    pub overrides: Vec<LiveOverride>,
+}
+
+/// An upstream prefix set by an admin.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LivePrefix {
+    pub server: String,
+    pub prefix: String,
+}
+
+/// A stored per-tool override (GraphQL `ToolOverride`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveOverride {
+    pub server: String,
+    pub tool: String,
+    pub rename: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub fixed: Vec<LiveFixed>,
+    #[serde(default)]
+    pub hidden: Vec<String>,
+    #[serde(default)]
+    pub enums: Vec<LiveEnum>,
+}
+
+/// A fixed parameter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveFixed {
+    pub name: String,
+    pub value: Value,
+}
+
+/// A narrowed parameter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveEnum {
+    pub name: String,
+    pub values: Vec<Value>,
+}
+
+impl LiveOverride {
+    /// The override, as a file writes it.
+    pub fn spec(&self) -> OverrideSpec {
+        OverrideSpec {
+            server: self.server.clone(),
+            tool: self.tool.clone(),
+            rename: self.rename.clone(),
+            description: self.description.clone(),
+            fixed: self.fixed.iter().map(|f| (f.name.clone(), f.value.clone())).collect(),
+            hidden: self.hidden.clone(),
+            enums: self.enums.iter().map(|e| (e.name.clone(), e.values.clone())).collect(),
+        }
+    }
 }
 
 /// A registered server and the names of its tools (as last fetched).
@@ -487,6 +746,40 @@ pub fn validate(file: &PolicyFile) -> Vec<String> {
                 errors.push(format!("{item}: upstreams: server '{u}' is listed twice"));
             }
         }
+        let mut seen = BTreeSet::new();
+        for (j, o) in vs.overrides.iter().enumerate() {
+            if !seen.insert((o.server.as_str(), o.tool.as_str())) {
+                errors.push(format!(
+                    "{item}: overrides[{j}]: tool '{}' of server '{}' is listed twice",
+                    o.tool, o.server
+                ));
+            }
+        }
+    }
+    let mut groups = BTreeSet::new();
+    for (i, g) in file.groups.iter().flatten().enumerate() {
+        let item = format!("groups[{i}] ({})", g.slug);
+        if !groups.insert(g.slug.as_str()) {
+            errors.push(format!("{item}: group '{}' is listed twice", g.slug));
+        }
+        let mut seen = BTreeSet::new();
+        for member in &g.members {
+            if !seen.insert(normalize_email(member)) {
+                errors.push(format!("{item}: members: '{member}' is listed twice"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for role in &g.roles {
+            if !seen.insert(role.as_str()) {
+                errors.push(format!("{item}: roles: '{role}' is listed twice"));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for email in file.user_attributes.iter().flat_map(BTreeMap::keys) {
+        if !seen.insert(normalize_email(email)) {
+            errors.push(format!("userAttributes: '{email}' is listed twice"));
+        }
     }
     errors
 }
@@ -521,8 +814,29 @@ pub fn export(live: &LiveState, tenant: &str) -> PolicyFile {
                 name: v.name.clone(),
                 upstreams: v.upstreams.clone(),
                 mode: v.mode,
+                conflict_strategy: v.conflict_strategy,
+                prefixes: v.prefixes.iter().map(|p| (p.server.clone(), p.prefix.clone())).collect(),
+                overrides: v.overrides.iter().map(LiveOverride::spec).collect(),
             })
             .collect(),
+        groups: Some(
+            live.groups
+                .iter()
+                .map(|g| GroupSpec {
+                    slug: g.slug.clone(),
+                    name: g.name.clone(),
+                    members: g.members.clone(),
+                    roles: g.roles.clone(),
+                })
+                .collect(),
+        ),
+        user_attributes: Some(
+            live.user_attributes
+                .iter()
+                .filter(|(_, a)| !a.is_empty())
+                .map(|(email, a)| (email.clone(), AttributeMap(a.clone())))
+                .collect(),
+        ),
     }
 }
 
@@ -563,6 +877,26 @@ pub enum Op {
     CreateVirtualServer { slug: String, name: String, upstreams: Vec<String> },
     /// `setPolicyMode`.
     SetPolicyMode { virtual_server: String, mode: Mode },
+    /// `setConflictStrategy` (the strategy and every prefix, upstream slug → prefix).
+    SetConflictStrategy { virtual_server: String, strategy: Strategy, prefixes: BTreeMap<String, String> },
+    /// `setToolOverride` (adds or replaces).
+    SetToolOverride { virtual_server: String, over: OverrideSpec },
+    /// `deleteToolOverride`.
+    DeleteToolOverride { virtual_server: String, server: String, tool: String },
+    /// `createGroup`.
+    CreateGroup { group: String, name: String },
+    /// `deleteGroup`.
+    DeleteGroup { group: String },
+    /// `addGroupMember`.
+    AddGroupMember { group: String, email: String },
+    /// `removeGroupMember`.
+    RemoveGroupMember { group: String, email: String },
+    /// `bindGroupRole`.
+    BindGroupRole { group: String, role: String },
+    /// `unbindGroupRole`.
+    UnbindGroupRole { group: String, role: String },
+    /// `setUserAttributes` (the whole set of one user).
+    SetUserAttributes { email: String, attributes: BTreeMap<String, String> },
 }
 
 /// A mutation, with the item of the file it belongs to (named when the control plane refuses it).
@@ -607,10 +941,13 @@ impl fmt::Display for Problem {
 pub struct Plan {
     /// The readable diff, one change a line (`+` added, `-` removed, `~` changed).
     pub lines: Vec<String>,
-    /// The mutations, in the order they run: new roles, then every change that removes access
-    /// (deny rules added, allow rules deleted, grants narrowed, members unbound, enforce), then every
+    /// The mutations, in the order they run: new roles and groups, then every change that removes
+    /// access (deny rules added, allow rules deleted, grants narrowed, members unbound, enforce, tool
+    /// overrides set, groups deleted, group members removed and group roles unbound), then every
     /// change that adds access (new virtual servers, grants widened, allow rules added, members
-    /// bound, deny rules deleted, monitor). A failure half-way leaves the tenant closer to closed.
+    /// bound, deny rules deleted, monitor, overrides that shaped arguments deleted, group members
+    /// added and group roles bound, user attributes). A failure half-way leaves the tenant closer
+    /// to closed.
     pub steps: Vec<Step>,
     /// Errors (nothing is applied) and warnings.
     pub problems: Vec<Problem>,
@@ -688,6 +1025,25 @@ pub fn plan(file: &PolicyFile, live: &LiveState) -> Plan {
             "exists but is not in the file; the API cannot delete virtual servers yet, so it is left as it is \
              (add it to the file to manage it)",
         );
+    }
+
+    match &file.groups {
+        Some(groups) => plan_groups(&mut p, file, groups, live, &users),
+        None if !live.groups.is_empty() => p.warning(
+            "groups",
+            "the file has no `groups:` section, so the live groups are left as they are (add `groups:` to \
+             manage them)",
+        ),
+        None => {}
+    }
+    match &file.user_attributes {
+        Some(attributes) => plan_attributes(&mut p, attributes, live, &users),
+        None if !live.user_attributes.is_empty() => p.warning(
+            "userAttributes",
+            "the file has no `userAttributes:` section, so the live attributes are left as they are (add \
+             `userAttributes:` to manage them)",
+        ),
+        None => {}
     }
 
     let mut steps = p.create;
@@ -871,6 +1227,7 @@ fn plan_virtual_server(
                     upstreams: vs.upstreams.clone(),
                 },
             });
+            plan_shaping(p, vs, None, servers);
             if vs.mode != Mode::Enforce {
                 p.permit.push(Step { item, op: Op::SetPolicyMode { virtual_server: slug.to_owned(), mode: vs.mode } });
             }
@@ -906,7 +1263,258 @@ fn plan_virtual_server(
                     Mode::Monitor => p.permit.push(step),
                 }
             }
+            plan_shaping(p, vs, Some(l), servers);
         }
+    }
+}
+
+/// The conflict strategy, prefixes and overrides of a virtual server. Overrides are keyed by
+/// (server, tool) and compared after the control plane's normalisation. Setting an override narrows
+/// what a call may send (or only renames), so sets run with the restrictive changes; deleting an
+/// override that fixed, hid or narrowed parameters widens it and runs with the permissive ones. The
+/// strategy goes before the overrides, or after them when it becomes `explicit` (which needs their
+/// renames). A new virtual server gets its shaping right after it is created.
+fn plan_shaping(
+    p: &mut Planner,
+    vs: &VirtualServerSpec,
+    live: Option<&LiveVirtualServer>,
+    servers: &HashMap<&str, BTreeSet<&str>>,
+) {
+    let slug = vs.slug.as_str();
+    let item = format!("virtual server {slug}");
+    let sign = if live.is_some() { '~' } else { '+' };
+
+    // References.
+    for server in vs.prefixes.keys().filter(|s| !vs.upstreams.contains(s)) {
+        p.error(&item, format!("prefixes.{server}: '{server}' is not an upstream of this virtual server"));
+    }
+    for (j, o) in vs.overrides.iter().enumerate() {
+        let n = o.normalized();
+        if n.rename.is_none() && n.description.is_none() && !n.shapes_arguments() {
+            p.error(
+                &item,
+                format!(
+                    "overrides[{j}]: set at least one of rename, description, fixed, hidden or enums (or leave the \
+                     override out)"
+                ),
+            );
+        }
+        if !vs.upstreams.contains(&o.server) {
+            p.error(&item, format!("overrides[{j}].server: '{}' is not an upstream of this virtual server", o.server));
+        } else if let Some(tools) = servers.get(o.server.as_str())
+            && !tools.contains(o.tool.as_str())
+        {
+            p.error(
+                &item,
+                format!(
+                    "overrides[{j}].tool: server '{}' has no tool '{}' (as last fetched: refresh its tools if it \
+                     was added recently)",
+                    o.server, o.tool
+                ),
+            );
+        }
+    }
+
+    // Strategy and prefixes (a prefix equal to the upstream's slug is its default: not stored).
+    let want_prefixes: BTreeMap<String, String> =
+        vs.prefixes.iter().map(|(s, x)| (s.clone(), x.trim().to_owned())).filter(|(s, x)| s != x).collect();
+    let have_prefixes: BTreeMap<String, String> =
+        live.map(|l| l.prefixes.iter().map(|x| (x.server.clone(), x.prefix.clone())).collect()).unwrap_or_default();
+    let have_strategy = live.map(|l| l.conflict_strategy).unwrap_or_default();
+    let mut strategy_step = None;
+    if want_prefixes != have_prefixes || vs.conflict_strategy != have_strategy {
+        if vs.conflict_strategy != have_strategy {
+            p.lines.push(if live.is_some() {
+                format!("~ {item}: conflict strategy {} → {}", have_strategy.as_str(), vs.conflict_strategy.as_str())
+            } else {
+                format!("+ {item}: conflict strategy {}", vs.conflict_strategy.as_str())
+            });
+        }
+        let servers_touched: BTreeSet<&String> = want_prefixes.keys().chain(have_prefixes.keys()).collect();
+        for server in servers_touched {
+            let (old, new) = (have_prefixes.get(server), want_prefixes.get(server));
+            if old != new {
+                let old = old.unwrap_or(server);
+                let new = new.unwrap_or(server);
+                p.lines.push(format!("{sign} {item}: prefix of {server}: {old} → {new}"));
+            }
+        }
+        strategy_step = Some(Step {
+            item: format!("{item}: conflict strategy"),
+            op: Op::SetConflictStrategy {
+                virtual_server: slug.to_owned(),
+                strategy: vs.conflict_strategy,
+                prefixes: want_prefixes,
+            },
+        });
+    }
+    // A new virtual server: everything after its creation, with the permissive changes.
+    let before = if live.is_some() { &mut p.restrict } else { &mut p.permit };
+    let strategy_last = vs.conflict_strategy == Strategy::Explicit;
+    if !strategy_last && let Some(step) = strategy_step.take() {
+        before.push(step);
+    }
+
+    // Overrides.
+    let have: BTreeMap<(String, String), OverrideSpec> = live
+        .map(|l| l.overrides.iter().map(|o| ((o.server.clone(), o.tool.clone()), o.spec().normalized())).collect())
+        .unwrap_or_default();
+    let want: BTreeMap<(String, String), OverrideSpec> =
+        vs.overrides.iter().map(|o| ((o.server.clone(), o.tool.clone()), o.normalized())).collect();
+    let mut sets = Vec::new();
+    let mut widening_deletes = Vec::new();
+    for ((server, tool), old) in &have {
+        if want.contains_key(&(server.clone(), tool.clone())) {
+            continue;
+        }
+        p.lines.push(format!("- {item}: override {server}/{tool} ({})", old.summary()));
+        let step = Step {
+            item: format!("{item}: override {server}/{tool}"),
+            op: Op::DeleteToolOverride { virtual_server: slug.to_owned(), server: server.clone(), tool: tool.clone() },
+        };
+        // A rename or description only frees a name: it goes before the sets that may take it.
+        if old.shapes_arguments() { widening_deletes.push(step) } else { before.push(step) }
+    }
+    for ((server, tool), new) in &want {
+        match have.get(&(server.clone(), tool.clone())) {
+            Some(old) if old == new => continue,
+            Some(old) => {
+                p.lines.push(format!("~ {item}: override {server}/{tool}: {} → {}", old.summary(), new.summary()))
+            }
+            None => p.lines.push(format!("+ {item}: override {server}/{tool} ({})", new.summary())),
+        }
+        sets.push(Step {
+            item: format!("{item}: override {server}/{tool}"),
+            op: Op::SetToolOverride { virtual_server: slug.to_owned(), over: new.clone() },
+        });
+    }
+    before.extend(sets);
+    if let Some(step) = strategy_step {
+        before.push(step);
+    }
+    p.permit.extend(widening_deletes);
+}
+
+/// Groups, when the file has a `groups:` section: exactly those. New groups are created empty with
+/// the new roles; removed members, unbound roles and deleted groups narrow access and run first;
+/// added members and bound roles run with the permissive changes.
+fn plan_groups(p: &mut Planner, file: &PolicyFile, groups: &[GroupSpec], live: &LiveState, users: &BTreeSet<String>) {
+    let roles: BTreeSet<&str> =
+        live.roles.iter().map(|r| r.slug.as_str()).chain(file.roles.iter().map(|r| r.slug.as_str())).collect();
+    let live_groups: HashMap<&str, &LiveGroup> = live.groups.iter().map(|g| (g.slug.as_str(), g)).collect();
+    for g in groups {
+        let slug = g.slug.as_str();
+        let item = format!("group {slug}");
+        for m in g.members.iter().filter(|m| !users.contains(&normalize_email(m))) {
+            p.error(&item, format!("members: no user '{}' in this tenant ({NO_USER})", m.trim()));
+        }
+        for r in g.roles.iter().filter(|r| !roles.contains(r.as_str())) {
+            p.error(&item, format!("roles: no role '{r}' in this tenant or in the file"));
+        }
+        let l = live_groups.get(slug).copied();
+        match l {
+            None => {
+                p.lines.push(format!("+ {item} ({:?})", g.name.trim()));
+                p.create.push(Step {
+                    item: item.clone(),
+                    op: Op::CreateGroup { group: slug.to_owned(), name: g.name.trim().to_owned() },
+                });
+            }
+            Some(l) if l.name.trim() != g.name.trim() => p.error(
+                &item,
+                format!(
+                    "name: the API cannot rename a group yet (live {:?}, file {:?}); keep the live name in the file",
+                    l.name.trim(),
+                    g.name.trim()
+                ),
+            ),
+            Some(_) => {}
+        }
+        // Roles bound to the group.
+        let want: BTreeSet<&str> = g.roles.iter().map(String::as_str).filter(|r| roles.contains(r)).collect();
+        let have: BTreeSet<&str> = l.map(|l| l.roles.iter().map(String::as_str).collect()).unwrap_or_default();
+        for r in have.difference(&want) {
+            p.lines.push(format!("- {item}: role {r}"));
+            p.restrict.push(Step {
+                item: format!("{item}: role {r}"),
+                op: Op::UnbindGroupRole { group: slug.to_owned(), role: (*r).to_owned() },
+            });
+        }
+        // Members.
+        let want_m: BTreeSet<String> =
+            g.members.iter().map(|m| normalize_email(m)).filter(|m| users.contains(m)).collect();
+        let have_m: BTreeSet<String> =
+            l.map(|l| l.members.iter().map(|m| normalize_email(m)).collect()).unwrap_or_default();
+        for m in have_m.difference(&want_m) {
+            p.lines.push(format!("- {item}: member {m}"));
+            p.restrict.push(Step {
+                item: format!("{item}: member {m}"),
+                op: Op::RemoveGroupMember { group: slug.to_owned(), email: m.clone() },
+            });
+        }
+        for r in want.difference(&have) {
+            p.lines.push(format!("+ {item}: role {r}"));
+            p.permit.push(Step {
+                item: format!("{item}: role {r}"),
+                op: Op::BindGroupRole { group: slug.to_owned(), role: (*r).to_owned() },
+            });
+        }
+        for m in want_m.difference(&have_m) {
+            p.lines.push(format!("+ {item}: member {m}"));
+            p.permit.push(Step {
+                item: format!("{item}: member {m}"),
+                op: Op::AddGroupMember { group: slug.to_owned(), email: m.clone() },
+            });
+        }
+    }
+    let in_file: BTreeSet<&str> = groups.iter().map(|g| g.slug.as_str()).collect();
+    for g in live.groups.iter().filter(|g| !in_file.contains(g.slug.as_str())) {
+        let item = format!("group {}", g.slug);
+        p.lines.push(format!("- {item} ({:?})", g.name.trim()));
+        p.restrict.push(Step { item, op: Op::DeleteGroup { group: g.slug.clone() } });
+    }
+}
+
+/// User attributes, when the file has a `userAttributes:` section: each user's set replaces the
+/// live one, and a user not listed loses theirs. Conditions may read an attribute to allow or to
+/// deny, so these run last, after every other change.
+fn plan_attributes(
+    p: &mut Planner,
+    attributes: &BTreeMap<String, AttributeMap>,
+    live: &LiveState,
+    users: &BTreeSet<String>,
+) {
+    let mut want: BTreeMap<String, &BTreeMap<String, String>> = BTreeMap::new();
+    for (email, attrs) in attributes {
+        let email = normalize_email(email);
+        if !users.contains(&email) {
+            p.error(&format!("user {email}"), format!("userAttributes: no user '{email}' in this tenant ({NO_USER})"));
+            continue;
+        }
+        want.insert(email, &attrs.0);
+    }
+    let empty = BTreeMap::new();
+    let emails: BTreeSet<&String> = want.keys().chain(live.user_attributes.keys()).collect();
+    for email in emails {
+        let new = want.get(email).copied().unwrap_or(&empty);
+        let old = live.user_attributes.get(email).unwrap_or(&empty);
+        if new == old {
+            continue;
+        }
+        let item = format!("user {email}");
+        let keys: BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+        for key in keys {
+            match (old.get(key), new.get(key)) {
+                (None, Some(v)) => p.lines.push(format!("+ {item}: attribute {key} = {v:?}")),
+                (Some(v), None) => p.lines.push(format!("- {item}: attribute {key} = {v:?}")),
+                (Some(a), Some(b)) if a != b => p.lines.push(format!("~ {item}: attribute {key}: {a:?} → {b:?}")),
+                _ => {}
+            }
+        }
+        p.permit.push(Step {
+            item: format!("{item}: attributes"),
+            op: Op::SetUserAttributes { email: email.clone(), attributes: new.clone() },
+        });
     }
 }
 
@@ -935,13 +1543,22 @@ mod tests {
                 ],
                 "members": ["alice@acme.test"]
             }],
-            "virtualServers": [{ "slug": "dev", "name": "Dev", "upstreams": ["everything"], "mode": "ENFORCE" }],
+            "virtualServers": [{ "slug": "dev", "name": "Dev", "upstreams": ["everything"], "mode": "ENFORCE",
+                                 "conflictStrategy": "PREFIX", "prefixes": [{ "server": "everything", "prefix": "ev" }],
+                                 "overrides": [{ "server": "everything", "tool": "echo", "rename": "say",
+                                                 "description": null, "fixed": [{ "name": "message", "value": "hi" }],
+                                                 "hidden": [], "enums": [] }] }],
+            "groups": [{ "slug": "oncall", "name": "On call", "members": ["alice@acme.test"], "roles": ["ops"] }],
             "servers": [
                 { "slug": "everything", "tools": [{ "name": "echo" }, { "name": "get-sum" }, { "name": "get-env" }] },
                 { "slug": "files", "tools": [{ "name": "read" }] }
             ],
             "users": [{ "email": "alice@acme.test" }, { "email": "bob@acme.test" }]
         }))
+        .map(|mut l: LiveState| {
+            l.user_attributes.insert("alice@acme.test".into(), BTreeMap::from([("department".into(), "eng".into())]));
+            l
+        })
         .unwrap()
     }
 
@@ -966,6 +1583,27 @@ mod tests {
                 Op::SetPolicyMode { virtual_server, mode } => {
                     format!("setPolicyMode {virtual_server} {}", mode.as_str())
                 }
+                Op::SetConflictStrategy { virtual_server, strategy, prefixes } => format!(
+                    "setConflictStrategy {virtual_server} {} [{}]",
+                    strategy.as_str(),
+                    prefixes.iter().map(|(s, x)| format!("{s}={x}")).collect::<Vec<_>>().join(" ")
+                ),
+                Op::SetToolOverride { virtual_server, over } => {
+                    format!("setToolOverride {virtual_server} {}/{}", over.server, over.tool)
+                }
+                Op::DeleteToolOverride { virtual_server, server, tool } => {
+                    format!("deleteToolOverride {virtual_server} {server}/{tool}")
+                }
+                Op::CreateGroup { group, .. } => format!("createGroup {group}"),
+                Op::DeleteGroup { group } => format!("deleteGroup {group}"),
+                Op::AddGroupMember { group, email } => format!("addGroupMember {group} {email}"),
+                Op::RemoveGroupMember { group, email } => format!("removeGroupMember {group} {email}"),
+                Op::BindGroupRole { group, role } => format!("bindGroupRole {group} {role}"),
+                Op::UnbindGroupRole { group, role } => format!("unbindGroupRole {group} {role}"),
+                Op::SetUserAttributes { email, attributes } => format!(
+                    "setUserAttributes {email} [{}]",
+                    attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                ),
             })
             .collect()
     }
@@ -992,6 +1630,274 @@ mod tests {
         assert!(yaml.contains("mode: enforce"), "{yaml}");
         assert!(yaml.contains("virtualServers:"), "{yaml}");
         assert!(!yaml.contains("optional"), "defaults are left out: {yaml}");
+        assert!(yaml.contains("conflictStrategy: prefix\n  prefixes:\n    everything: ev"), "{yaml}");
+        assert!(yaml.contains("rename: say\n    fixed:\n      message: hi"), "{yaml}");
+        assert!(yaml.contains("groups:\n- slug: oncall\n  name: On call"), "{yaml}");
+        assert!(yaml.contains("userAttributes:\n  alice@acme.test:\n    department: eng"), "{yaml}");
+    }
+
+    #[test]
+    fn groups_are_diffed_narrowing_first_and_deleted_when_left_out() {
+        let mut file = exported();
+        let groups = file.groups.as_mut().unwrap();
+        groups[0].roles.clear();
+        groups[0].members.push("Bob@acme.test".into());
+        groups.push(GroupSpec {
+            slug: "sre".into(),
+            name: "SRE".into(),
+            members: vec!["alice@acme.test".into()],
+            roles: vec!["ops".into()],
+        });
+        let plan = plan(&file, &live());
+        assert_eq!(
+            plan.lines,
+            vec![
+                "- group oncall: role ops",
+                "+ group oncall: member bob@acme.test",
+                "+ group sre (\"SRE\")",
+                "+ group sre: role ops",
+                "+ group sre: member alice@acme.test",
+            ]
+        );
+        assert_eq!(
+            kinds(&plan),
+            vec![
+                "createGroup sre",
+                "unbindGroupRole oncall ops",
+                "addGroupMember oncall bob@acme.test",
+                "bindGroupRole sre ops",
+                "addGroupMember sre alice@acme.test",
+            ],
+            "the group role goes before anything is added"
+        );
+
+        // `groups: []` deletes every group (first: it narrows); no `groups:` leaves them alone.
+        let mut file = exported();
+        file.roles[0].members.push("bob@acme.test".into());
+        file.groups = Some(vec![]);
+        let plan = super::plan(&file, &live());
+        assert_eq!(plan.lines, vec!["+ role ops: member bob@acme.test", "- group oncall (\"On call\")"]);
+        assert_eq!(kinds(&plan), vec!["deleteGroup oncall", "bindRole ops bob@acme.test"]);
+        file.groups = None;
+        file.roles[0].members.pop();
+        let plan = super::plan(&file, &live());
+        assert!(plan.is_empty(), "{plan:?}");
+        let warnings: Vec<String> = plan.warnings().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("warning: groups: the file has no `groups:` section"), "{warnings:?}");
+    }
+
+    #[test]
+    fn group_references_and_renames_are_errors() {
+        let mut file = exported();
+        let groups = file.groups.as_mut().unwrap();
+        groups[0].name = "Pager".into();
+        groups[0].members.push("carol@acme.test".into());
+        groups[0].roles.push("ghost".into());
+        let plan = plan(&file, &live());
+        let errors: Vec<String> = plan.errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            vec![
+                "error: group oncall: members: no user 'carol@acme.test' in this tenant (users come from SSO (or the console), not from this file)",
+                "error: group oncall: roles: no role 'ghost' in this tenant or in the file",
+                "error: group oncall: name: the API cannot rename a group yet (live \"On call\", file \"Pager\"); keep the live name in the file",
+            ]
+        );
+        // A role the same file creates may be bound.
+        let mut file = exported();
+        file.roles.push(RoleSpec {
+            slug: "viewer".into(),
+            description: String::new(),
+            grants: BTreeMap::new(),
+            rules: vec![],
+            members: vec![],
+        });
+        file.groups.as_mut().unwrap()[0].roles.push("viewer".into());
+        let plan = super::plan(&file, &live());
+        assert!(plan.problems.is_empty(), "{plan:?}");
+        assert_eq!(kinds(&plan), vec!["createRole viewer", "bindGroupRole oncall viewer"]);
+    }
+
+    #[test]
+    fn user_attributes_are_replaced_per_user_and_cleared_when_left_out() {
+        let mut file = exported();
+        let attrs = file.user_attributes.as_mut().unwrap();
+        attrs.get_mut("alice@acme.test").unwrap().0.insert("department".into(), "sales".into());
+        attrs.insert("Bob@Acme.test".into(), AttributeMap(BTreeMap::from([("level".into(), "3".into())])));
+        let plan = plan(&file, &live());
+        assert_eq!(
+            plan.lines,
+            vec![
+                "~ user alice@acme.test: attribute department: \"eng\" → \"sales\"",
+                "+ user bob@acme.test: attribute level = \"3\"",
+            ]
+        );
+        assert_eq!(
+            kinds(&plan),
+            vec!["setUserAttributes alice@acme.test [department=sales]", "setUserAttributes bob@acme.test [level=3]"]
+        );
+
+        let mut file = exported();
+        file.user_attributes = Some(BTreeMap::new());
+        let plan = super::plan(&file, &live());
+        assert_eq!(plan.lines, vec!["- user alice@acme.test: attribute department = \"eng\""]);
+        assert_eq!(kinds(&plan), vec!["setUserAttributes alice@acme.test []"]);
+
+        file.user_attributes = None;
+        let plan = super::plan(&file, &live());
+        assert!(plan.is_empty(), "{plan:?}");
+        assert!(plan.warnings().any(|w| w.item == "userAttributes"), "{plan:?}");
+
+        let mut file = exported();
+        file.user_attributes.as_mut().unwrap().insert("carol@acme.test".into(), AttributeMap::default());
+        let errors: Vec<String> = super::plan(&file, &live()).errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            vec![
+                "error: user carol@acme.test: userAttributes: no user 'carol@acme.test' in this tenant (users come from SSO (or the console), not from this file)"
+            ]
+        );
+    }
+
+    #[test]
+    fn shaping_is_diffed_per_virtual_server() {
+        // Normalised like the control plane: a rename to the tool's own name, blank texts, a prefix
+        // equal to the slug, and hidden parameters in another order are no change.
+        let mut file = exported();
+        let vs = &mut file.virtual_servers[0];
+        vs.prefixes.insert("files".into(), "files".into());
+        vs.overrides.push(OverrideSpec {
+            server: "everything".into(),
+            tool: "get-sum".into(),
+            rename: Some("get-sum".into()),
+            description: Some("  ".into()),
+            hidden: vec!["b".into(), "a".into()],
+            ..Default::default()
+        });
+        vs.upstreams.push("files".into());
+        let mut live_two = live();
+        live_two.virtual_servers[0].upstreams.push("files".into());
+        live_two.virtual_servers[0].overrides.push(LiveOverride {
+            server: "everything".into(),
+            tool: "get-sum".into(),
+            rename: None,
+            description: None,
+            fixed: vec![],
+            hidden: vec!["a".into(), "b".into()],
+            enums: vec![],
+        });
+        assert!(plan(&file, &live_two).is_empty(), "{:?}", plan(&file, &live_two));
+
+        // Strategy, prefix and overrides changed: the strategy first, then overrides set, and the
+        // deletion of an override that fixed a parameter (it widens) with the permissive changes.
+        let mut file = exported();
+        let vs = &mut file.virtual_servers[0];
+        vs.conflict_strategy = Strategy::Priority;
+        vs.prefixes.insert("everything".into(), "every".into());
+        vs.overrides[0].tool = "get-sum".into();
+        vs.overrides[0].hidden = vec!["b".into()];
+        let plan = plan(&file, &live());
+        assert_eq!(
+            plan.lines,
+            vec![
+                "~ virtual server dev: conflict strategy prefix → priority",
+                "~ virtual server dev: prefix of everything: ev → every",
+                "- virtual server dev: override everything/echo (rename say, fixed message=\"hi\")",
+                "+ virtual server dev: override everything/get-sum (rename say, fixed message=\"hi\", hidden [b])",
+            ]
+        );
+        assert_eq!(
+            kinds(&plan),
+            vec![
+                "setConflictStrategy dev priority [everything=every]",
+                "setToolOverride dev everything/get-sum",
+                "deleteToolOverride dev everything/echo",
+            ]
+        );
+
+        // `explicit` needs the renames first; a rename-only override is deleted before the sets
+        // (it frees its name); back to the slug is the default prefix.
+        let mut live_rename = live();
+        live_rename.virtual_servers[0].overrides[0].fixed.clear();
+        let mut file = export(&live_rename, "acme");
+        let vs = &mut file.virtual_servers[0];
+        vs.conflict_strategy = Strategy::Explicit;
+        vs.prefixes.clear();
+        vs.overrides[0].tool = "get-sum".into();
+        let plan = super::plan(&file, &live_rename);
+        assert_eq!(
+            plan.lines,
+            vec![
+                "~ virtual server dev: conflict strategy prefix → explicit",
+                "~ virtual server dev: prefix of everything: ev → everything",
+                "- virtual server dev: override everything/echo (rename say)",
+                "+ virtual server dev: override everything/get-sum (rename say)",
+            ]
+        );
+        assert_eq!(
+            kinds(&plan),
+            vec![
+                "deleteToolOverride dev everything/echo",
+                "setToolOverride dev everything/get-sum",
+                "setConflictStrategy dev explicit []",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_virtual_server_is_shaped_right_after_it_is_created() {
+        let mut file = exported();
+        let mut vs = file.virtual_servers[0].clone();
+        vs.slug = "staging".into();
+        vs.name = "Staging".into();
+        vs.mode = Mode::Monitor;
+        file.virtual_servers.push(vs);
+        let plan = plan(&file, &live());
+        assert_eq!(
+            plan.lines,
+            vec![
+                "+ virtual server staging (\"Staging\" over everything, mode monitor)",
+                "+ virtual server staging: conflict strategy prefix",
+                "+ virtual server staging: prefix of everything: everything → ev",
+                "+ virtual server staging: override everything/echo (rename say, fixed message=\"hi\")",
+            ]
+        );
+        assert_eq!(
+            kinds(&plan),
+            vec![
+                "createVirtualServer staging",
+                "setConflictStrategy staging prefix [everything=ev]",
+                "setToolOverride staging everything/echo",
+                "setPolicyMode staging monitor",
+            ]
+        );
+    }
+
+    #[test]
+    fn shaping_references_are_errors() {
+        let mut file = exported();
+        let vs = &mut file.virtual_servers[0];
+        vs.prefixes.insert("files".into(), "f".into());
+        let renamed = |server: &str, tool: &str| OverrideSpec {
+            server: server.into(),
+            tool: tool.into(),
+            rename: Some("x".into()),
+            ..Default::default()
+        };
+        vs.overrides.push(renamed("files", "read"));
+        vs.overrides.push(renamed("everything", "nope"));
+        vs.overrides.push(OverrideSpec { rename: Some(" get-sum ".into()), ..renamed("everything", "get-sum") });
+        let errors: Vec<String> = plan(&file, &live()).errors().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            vec![
+                "error: virtual server dev: prefixes.files: 'files' is not an upstream of this virtual server",
+                "error: virtual server dev: overrides[1].server: 'files' is not an upstream of this virtual server",
+                "error: virtual server dev: overrides[2].tool: server 'everything' has no tool 'nope' (as last fetched: refresh its tools if it was added recently)",
+                "error: virtual server dev: overrides[3]: set at least one of rename, description, fixed, hidden or enums (or leave the override out)",
+            ]
+        );
     }
 
     #[test]
@@ -1109,6 +2015,9 @@ members: [Bob@Acme.test]
             name: "Staging".into(),
             upstreams: vec!["files".into(), "everything".into()],
             mode: Mode::Monitor,
+            conflict_strategy: Strategy::Auto,
+            prefixes: BTreeMap::new(),
+            overrides: vec![],
         });
         let plan = plan(&file, &live());
         assert_eq!(
@@ -1137,6 +2046,8 @@ members: [Bob@Acme.test]
         let mut file = exported();
         file.roles[0].description = "Something else".into();
         file.virtual_servers[0].upstreams = vec!["files".into()];
+        file.virtual_servers[0].prefixes.clear();
+        file.virtual_servers[0].overrides.clear();
         file.virtual_servers[0].name = "Development".into();
         let plan = plan(&file, &live());
         let errors: Vec<String> = plan.errors().map(ToString::to_string).collect();
@@ -1204,13 +2115,31 @@ members: [Bob@Acme.test]
         assert!(e.contains("unknown field `bogus`"), "{e}");
         let e = parse("roles:\n  - slug: ops\n    grants:\n      s: [a]\n      s: [b]\n").unwrap_err();
         assert!(e.contains("server `s` is listed twice") && e.contains("line"), "{e}");
+        let e = parse("groups:\n  - slug: g\n    name: G\n    member: [a@b.c]\n").unwrap_err();
+        assert!(e.contains("unknown field `member`") && e.contains("line 4"), "{e}");
+        let e = parse("virtualServers:\n  - slug: v\n    name: V\n    upstreams: [s]\n    overrides:\n      - server: s\n        tool: t\n        renam: x\n").unwrap_err();
+        assert!(e.contains("unknown field `renam`") && e.contains("line 8"), "{e}");
+        let e =
+            parse("virtualServers:\n  - { slug: v, name: V, upstreams: [s], conflictStrategy: first }\n").unwrap_err();
+        assert!(e.contains("unknown variant `first`"), "{e}");
+        let e = parse("userAttributes:\n  a@b.c:\n    team: x\n    team: y\n").unwrap_err();
+        assert!(e.contains("`team` is listed twice") && e.contains("line"), "{e}");
+        let e = parse("userAttributes:\n  a@b.c: { team: x }\n  a@b.c: { team: y }\n").unwrap_err();
+        assert!(e.contains("`a@b.c` is listed twice"), "{e}");
+        let e = parse("virtualServers:\n  - slug: v\n    name: V\n    upstreams: [s]\n    overrides:\n      - { server: s, tool: t, fixed: { a: 1, a: 2 } }\n").unwrap_err();
+        assert!(e.contains("`a` is listed twice"), "{e}");
+        let file = parse("userAttributes: { a@b.c: { team: \"1\" } }\nvirtualServers:\n  - { slug: v, name: V, upstreams: [s], conflictStrategy: EXPLICIT }\n").unwrap();
+        assert_eq!(file.virtual_servers[0].conflict_strategy, Strategy::Explicit, "GraphQL's spelling is accepted");
+        assert_eq!(file.groups, None, "no `groups:`: not managed");
     }
 
     #[test]
     fn validation_finds_duplicates_and_other_versions() {
         let file = parse(
             "version: 2\nroles:\n  - slug: ops\n    grants: { s: [a, a] }\n    members: [x@y.z, X@y.z]\n  - slug: ops\n\
-             virtualServers:\n  - { slug: dev, name: Dev, upstreams: [] }\n  - { slug: dev, name: Dev, upstreams: [s, s] }\n",
+             virtualServers:\n  - { slug: dev, name: Dev, upstreams: [] }\n  - { slug: dev, name: Dev, upstreams: [s, s] }\n\
+             groups:\n  - { slug: g, name: G, members: [a@b.c, A@b.c], roles: [r, r] }\n  - { slug: g, name: G }\n\
+             userAttributes: { a@b.c: {}, A@B.C: {} }\n",
         )
         .unwrap();
         let errors = validate(&file);
@@ -1224,6 +2153,10 @@ members: [Bob@Acme.test]
                 "virtualServers[0] (dev): upstreams: name at least one upstream server",
                 "virtualServers[1] (dev): virtual server 'dev' is listed twice",
                 "virtualServers[1] (dev): upstreams: server 's' is listed twice",
+                "groups[0] (g): members: 'A@b.c' is listed twice",
+                "groups[0] (g): roles: 'r' is listed twice",
+                "groups[1] (g): group 'g' is listed twice",
+                "userAttributes: 'a@b.c' is listed twice",
             ]
         );
     }

@@ -130,7 +130,10 @@ async fn export_edit_dry_run_apply_and_apply_again() {
                             "description": "it shows the server's environment" }],
                 "members": ["alice@acme.test"],
             }],
-            "virtualServers": [{ "slug": "dev", "name": "Dev", "upstreams": ["everything"], "mode": "enforce" }],
+            "virtualServers": [{ "slug": "dev", "name": "Dev", "upstreams": ["everything"], "mode": "enforce",
+                                 "conflictStrategy": "auto" }],
+            "groups": [],
+            "userAttributes": {},
         })
     );
     // `-o` writes the same thing to a file.
@@ -323,4 +326,161 @@ async fn export_edit_dry_run_apply_and_apply_again() {
     let refused = gatehouse(&["export", "--url", url, "--tenant", "acme"], "").await;
     assert!(!refused.ok);
     assert!(refused.stderr.contains("set GATEHOUSE_TOKEN to an API token"), "{}", refused.stderr);
+
+    groups_attributes_and_shaping(&admin, url, &token, dir.path()).await;
+}
+
+const SHAPED: &str = r#"{
+  groups(tenant: "acme") { slug name members roles }
+  alice: userAttributes(tenant: "acme", email: "alice@acme.test") { key value }
+  ops: userAttributes(tenant: "acme", email: "ops@acme.test") { key value }
+  virtualServers(tenant: "acme") { slug conflictStrategy prefixes { server prefix }
+    overrides { server tool rename description fixed { name value } hidden enums { name values } } }
+}"#;
+
+/// Groups, user attributes and virtual-server shaping (0012, 0013) through export and apply, on
+/// the tenant the main test left (roles ops and data-analyst, virtual server dev in monitor mode).
+async fn groups_attributes_and_shaping(admin: &Gql, url: &str, token: &str, dir: &Path) {
+    // --- Set up by hand, as through the console.
+    for m in [
+        r#"mutation { createGroup(tenant: "acme", slug: "oncall", name: "On call") { slug } }"#,
+        r#"mutation { addGroupMember(tenant: "acme", group: "oncall", email: "alice@acme.test") { slug } }"#,
+        r#"mutation { bindGroupRole(tenant: "acme", group: "oncall", role: "ops") { slug } }"#,
+        r#"mutation { setUserAttributes(tenant: "acme", email: "alice@acme.test", attributes: [{key: "department", value: "eng"}]) { key } }"#,
+        r#"mutation { setConflictStrategy(tenant: "acme", virtualServer: "dev", strategy: PREFIX, prefixes: [{server: "everything", prefix: "ev"}]) { slug } }"#,
+        r#"mutation { setToolOverride(tenant: "acme", virtualServer: "dev", override: {server: "everything", tool: "echo", rename: "say", fixed: [{name: "message", value: "hi"}]}) { slug } }"#,
+    ] {
+        admin.ok(m, json!({})).await;
+    }
+
+    // --- Export carries them.
+    let exported = gatehouse(&["export", "--url", url, "--tenant", "acme"], token).await;
+    assert!(exported.ok, "{}", exported.stderr);
+    let mut file: Value = serde_norway::from_str(&exported.stdout).unwrap();
+    assert_eq!(
+        file["groups"],
+        json!([{ "slug": "oncall", "name": "On call", "members": ["alice@acme.test"], "roles": ["ops"] }])
+    );
+    assert_eq!(file["userAttributes"], json!({ "alice@acme.test": { "department": "eng" } }));
+    assert_eq!(
+        file["virtualServers"][0],
+        json!({ "slug": "dev", "name": "Dev", "upstreams": ["everything"], "mode": "monitor",
+                "conflictStrategy": "prefix", "prefixes": { "everything": "ev" },
+                "overrides": [{ "server": "everything", "tool": "echo", "rename": "say", "fixed": { "message": "hi" } }] })
+    );
+    let policy = dir.join("shaped.yaml");
+    let policy_arg = policy.to_str().unwrap();
+    write_yaml(&policy, &file);
+    let same = gatehouse(&["apply", "-f", policy_arg, "--url", url, "--dry-run"], token).await;
+    assert!(same.ok, "{}", same.stderr);
+    assert_eq!(same.stdout, "no changes\n", "an export applied to its own state changes nothing");
+
+    // --- Edit: oncall loses its role and gains a member; a new group; attributes changed and
+    // added; dev goes to priority with default prefixes, its echo override loses the fixed value
+    // and gains a description, get-sum is renamed.
+    file["groups"][0]["roles"] = json!([]);
+    file["groups"][0]["members"] = json!(["alice@acme.test", "ops@acme.test"]);
+    file["groups"].as_array_mut().unwrap().push(json!({
+        "slug": "sre", "name": "SRE", "members": ["alice@acme.test"], "roles": ["data-analyst"] }));
+    file["userAttributes"] = json!({ "alice@acme.test": { "department": "sales" }, "ops@acme.test": { "level": "3" } });
+    let dev = &mut file["virtualServers"][0];
+    dev["conflictStrategy"] = json!("priority");
+    dev["prefixes"] = json!({});
+    dev["overrides"] = json!([
+        { "server": "everything", "tool": "echo", "rename": "say", "description": "Says it" },
+        { "server": "everything", "tool": "get-sum", "rename": "add" },
+    ]);
+    write_yaml(&policy, &file);
+    let diff = [
+        "~ virtual server dev: conflict strategy prefix → priority",
+        "~ virtual server dev: prefix of everything: ev → everything",
+        "~ virtual server dev: override everything/echo: rename say, fixed message=\"hi\" → rename say, description \"Says it\"",
+        "+ virtual server dev: override everything/get-sum (rename add)",
+        "- group oncall: role ops",
+        "+ group oncall: member ops@acme.test",
+        "+ group sre (\"SRE\")",
+        "+ group sre: role data-analyst",
+        "+ group sre: member alice@acme.test",
+        "~ user alice@acme.test: attribute department: \"eng\" → \"sales\"",
+        "+ user ops@acme.test: attribute level = \"3\"",
+    ]
+    .join("\n");
+    let before = admin.ok(SHAPED, json!({})).await;
+    let dry = gatehouse(&["apply", "-f", policy_arg, "--url", url, "--dry-run"], token).await;
+    assert!(dry.ok, "{}", dry.stderr);
+    assert_eq!(dry.stdout, format!("{diff}\ndry run: 10 change(s) not applied\n"));
+    assert_eq!(admin.ok(SHAPED, json!({})).await, before, "a dry run changes nothing");
+
+    // --- Apply: the control plane has it.
+    let applied = gatehouse(&["apply", "-f", policy_arg, "--url", url], token).await;
+    assert!(applied.ok, "{}", applied.stderr);
+    assert_eq!(applied.stdout, format!("{diff}\napplied 10 change(s)\n"));
+    let state = admin.ok(SHAPED, json!({})).await;
+    assert_eq!(
+        state["groups"],
+        json!([
+            { "slug": "oncall", "name": "On call", "members": ["alice@acme.test", "ops@acme.test"], "roles": [] },
+            { "slug": "sre", "name": "SRE", "members": ["alice@acme.test"], "roles": ["data-analyst"] },
+        ])
+    );
+    assert_eq!(state["alice"], json!([{ "key": "department", "value": "sales" }]));
+    assert_eq!(state["ops"], json!([{ "key": "level", "value": "3" }]));
+    assert_eq!(
+        state["virtualServers"][0],
+        json!({ "slug": "dev", "conflictStrategy": "PRIORITY", "prefixes": [], "overrides": [
+            { "server": "everything", "tool": "echo", "rename": "say", "description": "Says it",
+              "fixed": [], "hidden": [], "enums": [] },
+            { "server": "everything", "tool": "get-sum", "rename": "add", "description": null,
+              "fixed": [], "hidden": [], "enums": [] },
+        ] })
+    );
+
+    // --- Apply again: nothing to do; a fresh export agrees.
+    let again = gatehouse(&["apply", "-f", policy_arg, "--url", url], token).await;
+    assert!(again.ok, "{}", again.stderr);
+    assert_eq!(again.stdout, "no changes\n");
+
+    // --- What the file leaves out of a managed section is deleted: a group, an override, a
+    // user's attributes. The group goes first (it narrows access).
+    file["groups"].as_array_mut().unwrap().truncate(1);
+    file["virtualServers"][0]["overrides"].as_array_mut().unwrap().truncate(1);
+    file["userAttributes"] = json!({ "alice@acme.test": { "department": "sales" } });
+    write_yaml(&policy, &file);
+    let applied = gatehouse(&["apply", "-f", policy_arg, "--url", url], token).await;
+    assert!(applied.ok, "{}", applied.stderr);
+    assert_eq!(
+        applied.stdout,
+        "- virtual server dev: override everything/get-sum (rename add)\n\
+         - group sre (\"SRE\")\n\
+         - user ops@acme.test: attribute level = \"3\"\n\
+         applied 3 change(s)\n"
+    );
+    let state = admin.ok(SHAPED, json!({})).await;
+    assert_eq!(state["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(state["ops"], json!([]));
+    assert_eq!(state["virtualServers"][0]["overrides"].as_array().unwrap().len(), 1);
+    let again = gatehouse(&["apply", "-f", policy_arg, "--url", url], token).await;
+    assert_eq!(again.stdout, "no changes\n", "{}", again.stderr);
+
+    // --- A group of a user the tenant does not have, and an override of a tool the upstream does
+    // not have: errors naming the item, nothing applied.
+    file["groups"][0]["members"] = json!(["carol@acme.test"]);
+    file["virtualServers"][0]["overrides"] = json!([{ "server": "everything", "tool": "no-such-tool", "rename": "x" }]);
+    write_yaml(&policy, &file);
+    let refused = gatehouse(&["apply", "-f", policy_arg, "--url", url], token).await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("error: group oncall: members: no user 'carol@acme.test' in this tenant"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("error: virtual server dev: overrides[0].tool: server 'everything' has no tool 'no-such-tool'"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("2 error(s): nothing was applied"), "{}", refused.stderr);
+    assert_eq!(admin.ok(SHAPED, json!({})).await, state, "nothing changed");
 }
