@@ -159,12 +159,26 @@ pub(crate) struct Activator {
     envelopes: HashMap<String, SignedBundle>,
     /// Fronts the stdio and SSE servers of the bundles as local Streamable HTTP endpoints.
     bridge: Option<gatehouse_bridge::Bridge>,
+    /// Replaced maps, and the policies they held that no newer map holds: the poller frees them
+    /// itself once no request holds them (freeing a large policy takes a good part of a second, so
+    /// it must not land on the request that happens to drop the last `Arc`).
+    retired_maps: Vec<Arc<TenantMap>>,
+    retired: Vec<Arc<TenantPolicy>>,
 }
 
 impl Activator {
     /// An activator for `group` that trusts `keyring` and keeps its disk copy in `data_dir`.
     pub(crate) fn new(keyring: KeyRing, group: String, data_dir: &Path, store: Arc<PolicyStore>) -> Self {
-        Self { keyring, group, file: data_dir.join(BUNDLES_FILE), store, envelopes: HashMap::new(), bridge: None }
+        Self {
+            keyring,
+            group,
+            file: data_dir.join(BUNDLES_FILE),
+            store,
+            envelopes: HashMap::new(),
+            bridge: None,
+            retired_maps: Vec::new(),
+            retired: Vec::new(),
+        }
     }
 
     /// Routes the bundles' stdio and SSE servers through `bridge`.
@@ -285,10 +299,37 @@ impl Activator {
             for tenant in current.keys().filter(|t| !next.contains_key(*t)) {
                 info!(tenant = %tenant, source = %source, "tenant removed from this gateway group");
             }
+            for (tenant, old) in current.iter() {
+                if next.get(tenant).is_none_or(|p| !Arc::ptr_eq(p, old)) {
+                    self.retired.push(Arc::clone(old));
+                }
+            }
             self.store.tenants.store(Arc::new(next));
+            self.retired_maps.push(current);
         }
         self.envelopes = envelopes;
         Applied { changed, refused, by_tenant }
+    }
+
+    /// Takes the retired policies that nothing but this activator holds any more, for the caller to
+    /// free off the request path. A policy stays retired while a request holds it, or while a
+    /// request holds a replaced map (which could still hand it out).
+    fn release_retired(&mut self) -> Vec<Arc<TenantPolicy>> {
+        self.retired_maps.retain(|m| Arc::strong_count(m) > 1);
+        if !self.retired_maps.is_empty() {
+            return Vec::new();
+        }
+        let (free, held) = std::mem::take(&mut self.retired).into_iter().partition(|p| Arc::strong_count(p) == 1);
+        self.retired = held;
+        free
+    }
+
+    /// Frees what [`Activator::release_retired`] released, on a blocking thread.
+    fn free_retired(&mut self) {
+        let free = self.release_retired();
+        if !free.is_empty() {
+            tokio::task::spawn_blocking(move || drop(free));
+        }
     }
 
     /// Why `bundle` may not replace `active`, if it may not.
@@ -327,6 +368,7 @@ impl Activator {
     /// (only for sets from the control plane, and only when something changed).
     pub(crate) async fn activate(&mut self, offered: Vec<SignedBundle>, source: Source) {
         let applied = self.apply(offered, source);
+        self.free_retired();
         self.store.counters.refused(source, applied.refused.len());
         for message in &applied.refused {
             warn!("{message}");
@@ -495,6 +537,8 @@ pub(crate) async fn poll(mut activator: Activator, http: reqwest::Client, target
                 status => Some(format!("the control plane answered the bundle poll with HTTP {}", status.as_u16())),
             },
         };
+        // Policies replaced earlier but then still held by a request.
+        activator.free_retired();
         match failure {
             None => {
                 store.set_poll_error(None);
@@ -652,6 +696,35 @@ mod tests {
         assert!(revision(&only_new, "acme").is_none());
         let applied = only_new.apply(vec![new.sign("default", 3, 0, content("acme", "dev"))], Source::ControlPlane);
         assert!(applied.refused.is_empty() && revision(&only_new, "acme").is_some());
+    }
+
+    #[test]
+    fn a_replaced_policy_is_freed_by_the_activator_not_by_the_last_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let mut a = activator(&key, dir.path());
+        a.apply(vec![key.sign("default", 1, 0, content("acme", "dev"))], Source::ControlPlane);
+        // A request holds the policy, and another the whole map, while a new bundle replaces it.
+        let request = a.store.tenant("acme").unwrap();
+        let map_request = a.store.snapshot();
+        let old = Arc::downgrade(&request);
+        a.apply(vec![key.sign("default", 2, 0, content("acme", "prod"))], Source::ControlPlane);
+        assert_eq!(a.store.tenant("acme").unwrap().manifest.sequence, 2);
+        assert!(a.release_retired().is_empty(), "requests still hold it");
+        drop(request);
+        assert!(a.release_retired().is_empty(), "the old map could still hand it out");
+        drop(map_request);
+        // The requests are done, yet the policy is alive: the activator frees it, not them.
+        assert!(old.upgrade().is_some());
+        let free = a.release_retired();
+        assert_eq!(free.len(), 1);
+        assert_eq!(free[0].manifest.sequence, 1);
+        drop(free);
+        assert!(old.upgrade().is_none());
+        assert!(a.release_retired().is_empty() && a.retired.is_empty() && a.retired_maps.is_empty());
+        // An unchanged set retires nothing.
+        a.apply(vec![key.sign("default", 2, 0, content("acme", "prod"))], Source::ControlPlane);
+        assert!(a.retired.is_empty());
     }
 
     #[tokio::test]

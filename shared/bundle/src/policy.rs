@@ -28,21 +28,58 @@ pub struct Principal {
     pub token_id: String,
 }
 
-/// What one user may do on one upstream server.
+/// What one role grants on one upstream server.
+///
+/// Built once per role and shared by every user who holds the role: a user holds only the indices
+/// of their roles (a tenant of 5,000 users with three roles each would otherwise copy each role's
+/// grants and rules three times per user).
 #[derive(Debug, Default)]
-struct ServerGrants {
-    /// Every tool is granted (by a plain `*` grant): (role, rule id) of the first such grant.
-    all: Option<(String, String)>,
-    /// Tools granted by name: tool → (role, rule id).
-    tools: HashMap<String, (String, String)>,
-    /// The user's allow rules on this server, in role then id order.
+struct RoleServer {
+    /// Every tool is granted (by a plain `*` grant): the rule id of that grant.
+    all: Option<Box<str>>,
+    /// Tools granted by name, sorted by interned tool id: (tool id, rule id).
+    tools: Vec<(u32, Box<str>)>,
+    /// The role's allow rules on this server, in id order.
     allow: Vec<Arc<CompiledRule>>,
-    /// The user's deny rules on this server.
+    /// The role's deny rules on this server.
     deny: Vec<Arc<CompiledRule>>,
 }
 
-/// What one user may do, per upstream server slug.
-type UserGrants = HashMap<String, ServerGrants>;
+/// A role that grants nothing on a server (fills unused slots).
+static NOTHING: RoleServer = RoleServer { all: None, tools: Vec::new(), allow: Vec::new(), deny: Vec::new() };
+
+impl RoleServer {
+    /// The rule id of the grant of the tool with this interned id.
+    fn named(&self, tool: u32) -> Option<&str> {
+        self.tools.binary_search_by_key(&tool, |(t, _)| *t).ok().map(|i| &*self.tools[i].1)
+    }
+}
+
+/// One access role, compiled.
+#[derive(Debug)]
+struct CompiledRole {
+    /// Its slug.
+    slug: String,
+    /// What it grants, sorted by interned server id.
+    servers: Vec<(u32, RoleServer)>,
+}
+
+impl CompiledRole {
+    /// What the role grants on the server with this interned id.
+    fn on(&self, server: u32) -> Option<&RoleServer> {
+        self.servers.binary_search_by_key(&server, |(s, _)| *s).ok().map(|i| &self.servers[i].1)
+    }
+}
+
+/// Interns a name: its id, a new one if it is not known yet.
+fn intern(ids: &mut HashMap<String, u32>, name: &str) -> u32 {
+    if let Some(id) = ids.get(name) {
+        return *id;
+    }
+    let id = u32::try_from(ids.len()).expect("fewer than 2^32 names");
+    ids.insert(name.to_owned(), id);
+    id
+}
 
 /// A virtual server's routing.
 #[derive(Debug, Clone)]
@@ -133,7 +170,13 @@ pub struct TenantPolicy {
     /// The manifest of the bundle it was built from.
     pub manifest: Manifest,
     tokens: HashMap<String, (String, String, Option<i64>)>,
-    users: HashMap<String, (String, UserGrants)>,
+    /// Each user's e-mail and roles (indices into `roles`, in the bundle's order, without repeats).
+    users: HashMap<String, (String, Box<[u32]>)>,
+    /// The roles, compiled once each.
+    roles: Vec<CompiledRole>,
+    /// Interned server slugs and tool names of the roles' grants and rules.
+    server_ids: HashMap<String, u32>,
+    tool_ids: HashMap<String, u32>,
     /// Every rule by id, for explanations.
     rules: HashMap<String, Arc<CompiledRule>>,
     virtual_servers: HashMap<String, Arc<VirtualServerRoute>>,
@@ -219,18 +262,49 @@ impl TenantPolicy {
     /// Builds the runtime policy from a verified bundle.
     pub fn build(bundle: &Bundle) -> Result<Self, PolicyError> {
         let c = &bundle.content;
-        let roles: HashMap<&str, &crate::format::Role> = c.roles.iter().map(|r| (r.slug.as_str(), r)).collect();
-        let compiled: HashMap<&str, Vec<(String, Arc<CompiledRule>)>> = c
+        // A slug names one role (the compiler never repeats one; were it to, the last would count).
+        let role_index: HashMap<&str, u32> = c
             .roles
             .iter()
-            .map(|r| {
-                let rules =
-                    r.rules.iter().map(|rule| (rule.server.clone(), Arc::new(CompiledRule::new(&r.slug, rule))));
-                (r.slug.as_str(), rules.collect())
-            })
+            .enumerate()
+            .map(|(i, r)| (r.slug.as_str(), u32::try_from(i).expect("fewer than 2^32 roles")))
             .collect();
-        let rules: HashMap<String, Arc<CompiledRule>> =
-            compiled.values().flatten().map(|(_, r)| (r.id.clone(), r.clone())).collect();
+        // Each role is compiled once; users share it (see `RoleServer`).
+        let mut server_ids: HashMap<String, u32> = HashMap::new();
+        let mut tool_ids: HashMap<String, u32> = HashMap::new();
+        let mut roles = Vec::with_capacity(c.roles.len());
+        let mut rules: HashMap<String, Arc<CompiledRule>> = HashMap::new();
+        for (i, r) in c.roles.iter().enumerate() {
+            if role_index[r.slug.as_str()] as usize != i {
+                roles.push(CompiledRole { slug: r.slug.clone(), servers: Vec::new() });
+                continue;
+            }
+            let mut servers: std::collections::BTreeMap<u32, RoleServer> = std::collections::BTreeMap::new();
+            for (server, tools) in &r.grants {
+                let rs = servers.entry(intern(&mut server_ids, server)).or_default();
+                for tool in tools {
+                    if tool == "*" {
+                        rs.all.get_or_insert_with(|| grant_rule_id(&r.slug, server, tool).into());
+                    } else {
+                        rs.tools.push((intern(&mut tool_ids, tool), grant_rule_id(&r.slug, server, tool).into()));
+                    }
+                }
+                // Sorted for look-up; a tool named twice is granted by its first grant.
+                rs.tools.sort_by_key(|(t, _)| *t);
+                rs.tools.dedup_by_key(|(t, _)| *t);
+                rs.tools.shrink_to_fit();
+            }
+            for rule in &r.rules {
+                let compiled = Arc::new(CompiledRule::new(&r.slug, rule));
+                let rs = servers.entry(intern(&mut server_ids, &rule.server)).or_default();
+                match compiled.effect {
+                    Effect::Allow => rs.allow.push(compiled.clone()),
+                    Effect::Deny => rs.deny.push(compiled.clone()),
+                }
+                rules.insert(compiled.id.clone(), compiled);
+            }
+            roles.push(CompiledRole { slug: r.slug.clone(), servers: servers.into_iter().collect() });
+        }
         // A condition that does not compile refuses the bundle (the previous one keeps serving):
         // dropping it would widen an allow's reach or lift a deny.
         if let Some(r) = rules.values().find(|r| r.condition_error().is_some()) {
@@ -248,32 +322,21 @@ impl TenantPolicy {
         } else {
             HashMap::new()
         };
-        let mut users = HashMap::new();
-        for u in &c.users {
-            let mut g = UserGrants::new();
-            for role_slug in &u.roles {
-                let Some(role) = roles.get(role_slug.as_str()) else { continue };
-                for (server, tools) in &role.grants {
-                    let sg = g.entry(server.clone()).or_default();
-                    for tool in tools {
-                        let decided_by = || (role_slug.clone(), grant_rule_id(role_slug, server, tool));
-                        if tool == "*" {
-                            sg.all.get_or_insert_with(decided_by);
-                        } else {
-                            sg.tools.entry(tool.clone()).or_insert_with(decided_by);
-                        }
+        // A user holds the indices of their roles, in the bundle's order; a role named twice (or
+        // not in the bundle) adds nothing.
+        let users = c
+            .users
+            .iter()
+            .map(|u| {
+                let mut held: Vec<u32> = Vec::with_capacity(u.roles.len());
+                for i in u.roles.iter().filter_map(|slug| role_index.get(slug.as_str())) {
+                    if !held.contains(i) {
+                        held.push(*i);
                     }
                 }
-                for (server, rule) in compiled.get(role_slug.as_str()).into_iter().flatten() {
-                    let sg = g.entry(server.clone()).or_default();
-                    match rule.effect {
-                        Effect::Allow => sg.allow.push(rule.clone()),
-                        Effect::Deny => sg.deny.push(rule.clone()),
-                    }
-                }
-            }
-            users.insert(u.id.clone(), (u.email.clone(), g));
-        }
+                (u.id.clone(), (u.email.clone(), held.into_boxed_slice()))
+            })
+            .collect();
         let tokens =
             c.tokens.iter().map(|t| (t.sha256.clone(), (t.id.clone(), t.user_id.clone(), t.expires_at_ms))).collect();
         let urls: HashMap<&str, &str> = c.servers.iter().map(|s| (s.slug.as_str(), s.url.as_str())).collect();
@@ -318,6 +381,9 @@ impl TenantPolicy {
             manifest: bundle.manifest.clone(),
             tokens,
             users,
+            roles,
+            server_ids,
+            tool_ids,
             rules,
             virtual_servers,
             session_keys,
@@ -441,7 +507,7 @@ impl TenantPolicy {
     /// [`TenantPolicy::listing`] for a request with these facts (the same decision as a call's).
     pub fn listing_in(&self, facts: &RequestFacts<'_>, user_id: &str, server: &str, tool: &str) -> Listing {
         match self.verdict(facts, user_id, server, tool, None) {
-            Verdict::Granted(_) | Verdict::Allowed(..) => Listing::Visible,
+            Verdict::Granted(..) | Verdict::Allowed(..) => Listing::Visible,
             Verdict::KilledServer(_) | Verdict::KilledTool(_) | Verdict::KilledUser(_) => Listing::Suspended,
             Verdict::UnknownUser
             | Verdict::NotGranted
@@ -469,12 +535,34 @@ impl TenantPolicy {
         if let Some(reason) = self.killed_users.get(user_id) {
             return Verdict::KilledUser(reason);
         }
-        let Some((_, grants)) = self.users.get(user_id) else { return Verdict::UnknownUser };
-        let Some(g) = grants.get(server) else { return Verdict::NotGranted };
+        let Some((_, held)) = self.users.get(user_id) else { return Verdict::UnknownUser };
+        let Some(&server_id) = self.server_ids.get(server) else { return Verdict::NotGranted };
+        // What each of the user's roles grants on this server, in the user's role order (the order
+        // the rules of several roles are tried in), looked up once: on the stack for up to eight roles.
+        let mut inline: [(&'a str, &'a RoleServer); 8] = [("", &NOTHING); 8];
+        let (mut n, mut spill) = (0, Vec::new());
+        for &r in held.iter() {
+            let role = &self.roles[r as usize];
+            if let Some(g) = role.on(server_id) {
+                if n == inline.len() {
+                    spill.extend_from_slice(&inline);
+                }
+                match inline.get_mut(n) {
+                    Some(slot) => *slot = (role.slug.as_str(), g),
+                    None => spill.push((role.slug.as_str(), g)),
+                }
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Verdict::NotGranted;
+        }
+        let held: &[(&'a str, &'a RoleServer)] = if n <= inline.len() { &inline[..n] } else { &spill };
+        let on = || held.iter().copied();
         // Conditions: a rule without one costs a match on `None`; the user's CEL value is looked up
         // only when a condition is evaluated.
         let user = || self.user_values.get(user_id);
-        for rule in g.deny.iter().filter(|r| r.selects(tool)) {
+        for rule in on().flat_map(|(_, g)| &g.deny).filter(|r| r.selects(tool)) {
             match rule.condition_holds(user(), facts, server, tool) {
                 Ok(true) => return Verdict::Denied(rule, None),
                 Ok(false) => {}
@@ -482,8 +570,10 @@ impl TenantPolicy {
                 Err(why) => return Verdict::Denied(rule, Some(why)),
             }
         }
-        if let Some(grant) = g.tools.get(tool).or(g.all.as_ref()) {
-            return Verdict::Granted(grant);
+        // A grant by name in any role wins over a `*` grant; the first role in order names it.
+        let named = self.tool_ids.get(tool).and_then(|&t| on().find_map(|(role, g)| Some((role, g.named(t)?))));
+        if let Some((role, rule)) = named.or_else(|| on().find_map(|(role, g)| Some((role, g.all.as_deref()?)))) {
+            return Verdict::Granted(role, rule);
         }
         // An allow rule applies when it selects the tool and its condition is true; one whose
         // condition cannot be evaluated does not allow (the first such is named if nothing allows).
@@ -500,10 +590,10 @@ impl TenantPolicy {
                 }
             }
         };
-        if let Some(r) = g.allow.iter().find(|r| !r.is_constrained() && applies(r)) {
+        if let Some(r) = on().flat_map(|(_, g)| &g.allow).find(|r| !r.is_constrained() && applies(r)) {
             return Verdict::Allowed(r, false);
         }
-        let mut selecting = g.allow.iter().filter(|r| r.is_constrained() && applies(r));
+        let mut selecting = on().flat_map(|(_, g)| &g.allow).filter(|r| r.is_constrained() && applies(r));
         let Some(arguments) = call else {
             let first = selecting.next();
             return first
@@ -544,8 +634,8 @@ enum Verdict<'a> {
     Denied(&'a CompiledRule, Option<String>),
     /// Nothing allowed, and an allow rule's condition could not be evaluated.
     ConditionFailed(&'a CompiledRule, String),
-    /// A plain grant: (role, rule id).
-    Granted(&'a (String, String)),
+    /// A plain grant: role, rule id.
+    Granted(&'a str, &'a str),
     /// An allow rule; `true` when allowed only with constraints (listing).
     Allowed(&'a CompiledRule, bool),
     /// The first constrained rule's first broken constraint.
@@ -596,8 +686,8 @@ impl Verdict<'_> {
                     DenyKind::NotGranted,
                 )
             }
-            Verdict::Granted((role, rule)) => {
-                Decision::Allow { role: role.clone(), rule: rule.clone(), constrained: false }
+            Verdict::Granted(role, rule) => {
+                Decision::Allow { role: role.to_owned(), rule: rule.to_owned(), constrained: false }
             }
             Verdict::Allowed(r, constrained) => {
                 Decision::Allow { role: r.role.clone(), rule: r.id.clone(), constrained }
@@ -750,6 +840,53 @@ mod tests {
         assert!(matches!(p.authorize_tool("u2", "other", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("u3", "everything", "echo"), Decision::Deny { .. }));
         assert!(matches!(p.authorize_tool("ghost", "everything", "echo"), Decision::Deny { .. }));
+    }
+
+    /// Users share their roles' tables: which role and grant decide must not depend on that.
+    #[test]
+    fn several_roles_decide_in_the_users_role_order() {
+        let mut b = bundle();
+        // u1 holds admin (`*` on everything) before analyst (`echo` by name), a repeat and an unknown role.
+        b.content.users[0].roles = vec!["admin".into(), "ghost-role".into(), "analyst".into(), "admin".into()];
+        b.content.users[1].roles = vec!["analyst".into(), "admin".into()];
+        b.content.roles[0].grants.insert("fs".into(), vec!["write".into(), "read".into(), "write".into()]);
+        b.content.roles[1].grants.insert("fs".into(), vec!["read".into()]);
+        let p = TenantPolicy::build(&b).unwrap();
+        // A grant by name in any role wins over a `*` grant in an earlier one.
+        assert_eq!(p.authorize_tool("u1", "everything", "echo").rule(), "grant:analyst:everything:echo");
+        assert_eq!(p.authorize_tool("u1", "everything", "get-sum").rule(), "grant:admin:everything:*");
+        // Between grants by name, the first role in the user's order names it.
+        assert_eq!(p.authorize_tool("u1", "fs", "read").rule(), "grant:admin:fs:read");
+        assert_eq!(p.authorize_tool("u2", "fs", "read").rule(), "grant:analyst:fs:read");
+        assert_eq!(
+            p.authorize_tool("u2", "fs", "write"),
+            Decision::Allow { role: "analyst".into(), rule: "grant:analyst:fs:write".into(), constrained: false }
+        );
+        assert_eq!(p.authorize_tool("u1", "fs", "write").rule(), "grant:analyst:fs:write", "admin does not grant it");
+        // A tool no role names, on a server no role covers.
+        assert_eq!(p.authorize_tool("u2", "everything", "nope").rule(), "grant:admin:everything:*");
+        assert_eq!(p.authorize_tool("u2", "nowhere", "echo").rule(), DEFAULT_DENY);
+        assert_eq!(p.listing("u1", "nowhere", "echo"), Listing::Hidden);
+    }
+
+    #[test]
+    fn a_user_with_many_roles_gets_every_roles_grants_and_rules_in_order() {
+        let mut b = bundle();
+        let mut slugs = Vec::new();
+        for i in 0..12 {
+            let mut grants = BTreeMap::new();
+            grants.insert("fs".to_owned(), vec![format!("own-{i}"), format!("late-{}", i / 10)]);
+            let rules = if i == 11 { vec![rule("r-deny-11", "fs", Effect::Deny, "own-3")] } else { vec![] };
+            b.content.roles.push(Role { slug: format!("r{i:02}"), grants, rules });
+            slugs.push(format!("r{i:02}"));
+        }
+        b.content.users[2].roles = slugs;
+        let p = TenantPolicy::build(&b).unwrap();
+        assert_eq!(p.authorize_tool("u3", "fs", "own-0").rule(), "grant:r00:fs:own-0");
+        assert_eq!(p.authorize_tool("u3", "fs", "own-10").rule(), "grant:r10:fs:own-10", "the ninth role and on");
+        assert_eq!(p.authorize_tool("u3", "fs", "late-1").rule(), "grant:r10:fs:late-1", "the first that names it");
+        assert_eq!(p.authorize_tool("u3", "fs", "own-3").rule(), "r-deny-11", "the twelfth role's deny wins");
+        assert_eq!(p.authorize_tool("u3", "fs", "other").rule(), DEFAULT_DENY);
     }
 
     #[test]
