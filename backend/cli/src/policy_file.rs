@@ -987,6 +987,36 @@ impl Planner {
     fn warning(&mut self, item: &str, message: impl Into<String>) {
         self.problems.push(Problem { severity: Severity::Warning, item: item.to_owned(), message: message.into() });
     }
+
+    /// Plans taking away what `have` holds and `want` does not (`- {item}: {what} {x}`, restricting).
+    fn removals<T: Ord + std::fmt::Display>(
+        &mut self,
+        item: &str,
+        what: &str,
+        have: &BTreeSet<T>,
+        want: &BTreeSet<T>,
+        op: impl Fn(String) -> Op,
+    ) {
+        for x in have.difference(want) {
+            self.lines.push(format!("- {item}: {what} {x}"));
+            self.restrict.push(Step { item: format!("{item}: {what} {x}"), op: op(x.to_string()) });
+        }
+    }
+
+    /// Plans adding what `want` holds and `have` does not (`+ {item}: {what} {x}`, permitting).
+    fn additions<T: Ord + std::fmt::Display>(
+        &mut self,
+        item: &str,
+        what: &str,
+        have: &BTreeSet<T>,
+        want: &BTreeSet<T>,
+        op: impl Fn(String) -> Op,
+    ) {
+        for x in want.difference(have) {
+            self.lines.push(format!("+ {item}: {what} {x}"));
+            self.permit.push(Step { item: format!("{item}: {what} {x}"), op: op(x.to_string()) });
+        }
+    }
 }
 
 const NO_SERVER: &str = "servers are registered through the intake workflow, not by this file";
@@ -1184,20 +1214,8 @@ fn plan_role(
         role.members.iter().map(|m| normalize_email(m)).filter(|m| users.contains(m)).collect();
     let have: BTreeSet<String> =
         live.map(|l| l.members.iter().map(|m| normalize_email(m)).collect()).unwrap_or_default();
-    for m in have.difference(&want) {
-        p.lines.push(format!("- role {slug}: member {m}"));
-        p.restrict.push(Step {
-            item: format!("{item}: member {m}"),
-            op: Op::UnbindRole { role: slug.to_owned(), email: m.clone() },
-        });
-    }
-    for m in want.difference(&have) {
-        p.lines.push(format!("+ role {slug}: member {m}"));
-        p.permit.push(Step {
-            item: format!("{item}: member {m}"),
-            op: Op::BindRole { role: slug.to_owned(), email: m.clone() },
-        });
-    }
+    p.removals(&item, "member", &have, &want, |email| Op::UnbindRole { role: slug.to_owned(), email });
+    p.additions(&item, "member", &have, &want, |email| Op::BindRole { role: slug.to_owned(), email });
 }
 
 fn plan_virtual_server(
@@ -1433,39 +1451,15 @@ fn plan_groups(p: &mut Planner, file: &PolicyFile, groups: &[GroupSpec], live: &
         // Roles bound to the group.
         let want: BTreeSet<&str> = g.roles.iter().map(String::as_str).filter(|r| roles.contains(r)).collect();
         let have: BTreeSet<&str> = l.map(|l| l.roles.iter().map(String::as_str).collect()).unwrap_or_default();
-        for r in have.difference(&want) {
-            p.lines.push(format!("- {item}: role {r}"));
-            p.restrict.push(Step {
-                item: format!("{item}: role {r}"),
-                op: Op::UnbindGroupRole { group: slug.to_owned(), role: (*r).to_owned() },
-            });
-        }
+        p.removals(&item, "role", &have, &want, |role| Op::UnbindGroupRole { group: slug.to_owned(), role });
         // Members.
         let want_m: BTreeSet<String> =
             g.members.iter().map(|m| normalize_email(m)).filter(|m| users.contains(m)).collect();
         let have_m: BTreeSet<String> =
             l.map(|l| l.members.iter().map(|m| normalize_email(m)).collect()).unwrap_or_default();
-        for m in have_m.difference(&want_m) {
-            p.lines.push(format!("- {item}: member {m}"));
-            p.restrict.push(Step {
-                item: format!("{item}: member {m}"),
-                op: Op::RemoveGroupMember { group: slug.to_owned(), email: m.clone() },
-            });
-        }
-        for r in want.difference(&have) {
-            p.lines.push(format!("+ {item}: role {r}"));
-            p.permit.push(Step {
-                item: format!("{item}: role {r}"),
-                op: Op::BindGroupRole { group: slug.to_owned(), role: (*r).to_owned() },
-            });
-        }
-        for m in want_m.difference(&have_m) {
-            p.lines.push(format!("+ {item}: member {m}"));
-            p.permit.push(Step {
-                item: format!("{item}: member {m}"),
-                op: Op::AddGroupMember { group: slug.to_owned(), email: m.clone() },
-            });
-        }
+        p.removals(&item, "member", &have_m, &want_m, |email| Op::RemoveGroupMember { group: slug.to_owned(), email });
+        p.additions(&item, "role", &have, &want, |role| Op::BindGroupRole { group: slug.to_owned(), role });
+        p.additions(&item, "member", &have_m, &want_m, |email| Op::AddGroupMember { group: slug.to_owned(), email });
     }
     let in_file: BTreeSet<&str> = groups.iter().map(|g| g.slug.as_str()).collect();
     for g in live.groups.iter().filter(|g| !in_file.contains(g.slug.as_str())) {
