@@ -838,6 +838,35 @@ async function main() {
       await snap('17-stdio-server');
     });
 
+    // MCP sessions (docs/decisions/0006-stateless-sessions.md, "Ending sessions"): a self-contained block.
+    await step('end a user\'s MCP sessions; rotate the session key; retiring the old one needs force', async () => {
+      await byTestId('tab-overview').click();
+      await page.getByRole('heading', { name: 'MCP sessions', exact: true }).waitFor({ timeout: WAIT_MS });
+      await hydrated();
+      const mark = await markDocument();
+      await byTestId('end-sessions-user').fill('nobody@example.com');
+      await byTestId('end-sessions').click();
+      await waitText('end-sessions-error', 'nobody@example.com');
+      await byTestId('end-sessions-user').fill(USER);
+      await byTestId('end-sessions').click();
+      await waitText('session-cutoffs', `Sessions of ${USER} started before`);
+      const keys = () => byTestId('session-keys').locator('li').count();
+      await waitFor('one session key', WAIT_MS, async () => (await keys()) === 1);
+      await byTestId('rotate-session-key').click();
+      await waitFor('a second session key', WAIT_MS, async () => (await keys()) === 2);
+      const sealing = await byTestId('session-keys').locator('li').first().textContent();
+      assert(sealing.includes('seals new sessions'), `the new key is listed first and seals: ${sealing}`);
+      const retire = byTestId('session-keys').getByRole('button', { name: /Retire session key/ });
+      await retire.waitFor({ timeout: WAIT_MS });
+      await retire.click();
+      await waitText('retire-error', 'pass force');
+      await byTestId('session-keys').getByRole('checkbox').check();
+      await retire.click();
+      await waitFor('one key left', WAIT_MS, async () => (await keys()) === 1);
+      await assertSameDocument(mark);
+      await snap('18-sessions');
+    });
+
     await step('sign out', async () => {
       await byTestId('sign-out').click();
       await page.waitForURL(`${base}/login`, { timeout: WAIT_MS });

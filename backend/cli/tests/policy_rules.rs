@@ -592,3 +592,146 @@ async fn rate_limits_from_graphql_answer_429_with_retry_after() {
         .await;
     assert_eq!(code, "NOT_FOUND");
 }
+
+/// Initializes a session as `token`: its `Mcp-Session-Id`.
+async fn open_session(endpoint: &str, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
+    let resp = reqwest::Client::new()
+        .post(endpoint)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
+/// The HTTP status of `tools/list` in session `session` as `token`.
+async fn list_status(endpoint: &str, token: &str, session: &str) -> u16 {
+    reqwest::Client::new()
+        .post(endpoint)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits (bounded) until `session` is refused with 404, as every worker does once the bundle says so.
+async fn until_ended(endpoint: &str, token: &str, session: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match list_status(endpoint, token, session).await {
+            404 => return,
+            200 => assert!(Instant::now() < deadline, "{what} still serves"),
+            other => panic!("{what}: HTTP {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The id of the session key that sealed a session id (`len ‖ key id ‖ …`, base64url).
+fn sealing_key(session: &str) -> String {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(session).unwrap();
+    String::from_utf8(raw[1..1 + usize::from(raw[0])].to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_end_sessions_and_rotate_session_keys() {
+    let (_everything, upstream_url) = start_everything();
+    let gh = start_gatehouse();
+    let admin = Gql::sign_in(&gh.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (endpoint, alice) = acme_with_alice(&admin, &upstream_url, "all", &["*"]).await;
+    admin
+        .ok(r#"mutation { createUser(tenant: "acme", email: "bob@acme.test", displayName: "Bob") { id } }"#, json!({}))
+        .await;
+    admin.ok(r#"mutation { bindRole(tenant: "acme", role: "all", email: "bob@acme.test") { slug } }"#, json!({})).await;
+    let bob = admin
+        .ok(
+            r#"mutation { createToken(tenant: "acme", userEmail: "bob@acme.test", name: "ide") { secret } }"#,
+            json!({}),
+        )
+        .await["createToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let end =
+        "mutation($t: String!, $u: String) { endSessions(tenant: $t, userEmail: $u) { user notBeforeMs createdBy } }";
+
+    // Ending one user's sessions: hers are refused (404, so the client initializes again), Bob's live.
+    let (alice_1, bob_1) = (open_session(&endpoint, &alice).await, open_session(&endpoint, &bob).await);
+    assert_eq!(list_status(&endpoint, &alice, &alice_1).await, 200);
+    let (code, _) = admin.err(end, json!({ "t": "acme", "u": "nobody@acme.test" })).await;
+    assert_eq!(code, "NOT_FOUND");
+    let ended = admin.ok(end, json!({ "t": "acme", "u": "alice@acme.test" })).await;
+    assert_eq!(ended["endSessions"]["user"], "alice@acme.test");
+    assert_eq!(ended["endSessions"]["createdBy"], ADMIN_EMAIL);
+    until_ended(&endpoint, &alice, &alice_1, "Alice's ended session").await;
+    assert_eq!(list_status(&endpoint, &bob, &bob_1).await, 200, "Bob's session is not Alice's");
+    let alice_2 = open_session(&endpoint, &alice).await;
+    assert_eq!(list_status(&endpoint, &alice, &alice_2).await, 200, "she keeps her access");
+
+    // Another tenant's admin can neither see nor end acme's sessions, nor touch its keys.
+    let other = globex_admin(&admin, &gh.control).await;
+    let (code, _) = other.err(end, json!({ "t": "acme" })).await;
+    assert_eq!(code, "NOT_FOUND");
+    for q in [r#"{ sessionKeys(tenant: "acme") { id } }"#, r#"{ sessionCutoffs(tenant: "acme") { user } }"#] {
+        assert_eq!(other.err(q, json!({})).await.0, "NOT_FOUND", "{q}");
+    }
+    assert_eq!(other.err(r#"mutation { rotateSessionKey(tenant: "acme") { id } }"#, json!({})).await.0, "NOT_FOUND");
+
+    // Rotation: the new key seals new sessions, the old one keeps opening the sessions it sealed.
+    let keys = "{ sessionKeys(tenant: \"acme\") { id sealing createdAtMs } }";
+    let before = admin.ok(keys, json!({})).await["sessionKeys"].clone();
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
+    let old = before[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(sealing_key(&alice_2), old);
+    let new = admin.ok(r#"mutation { rotateSessionKey(tenant: "acme") { id sealing } }"#, json!({})).await;
+    let new = new["rotateSessionKey"]["id"].as_str().unwrap().to_owned();
+    let after = admin.ok(keys, json!({})).await["sessionKeys"].clone();
+    assert_eq!((after[0]["id"].as_str(), after[0]["sealing"].as_bool()), (Some(new.as_str()), Some(true)), "{after}");
+    assert_eq!((after[1]["id"].as_str(), after[1]["sealing"].as_bool()), (Some(old.as_str()), Some(false)), "{after}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let alice_3 = loop {
+        let s = open_session(&endpoint, &alice).await;
+        if sealing_key(&s) == new {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "new sessions are still sealed with {old}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(list_status(&endpoint, &alice, &alice_2).await, 200, "the old key still opens its sessions");
+
+    // Retiring: not the sealing key; within the overlap only with force; then its sessions end.
+    let retire = "mutation($id: String!, $f: Boolean) { retireSessionKey(tenant: \"acme\", id: $id, force: $f) }";
+    let (code, message) = admin.err(retire, json!({ "id": new })).await;
+    assert_eq!((code.as_str(), message.starts_with("id: ")), ("INVALID_INPUT", true), "{message}");
+    let (code, message) = admin.err(retire, json!({ "id": old })).await;
+    assert_eq!((code.as_str(), message.starts_with("force: ")), ("INVALID_INPUT", true), "{message}");
+    assert!(message.contains("23 h"), "says how long its sessions may live: {message}");
+    assert_eq!(list_status(&endpoint, &alice, &alice_2).await, 200, "a refused retirement ends nothing");
+    assert_eq!(admin.ok(retire, json!({ "id": old, "f": true })).await["retireSessionKey"], true);
+    until_ended(&endpoint, &alice, &alice_2, "a session of the retired key").await;
+    until_ended(&endpoint, &bob, &bob_1, "Bob's session of the retired key").await;
+    assert_eq!(list_status(&endpoint, &alice, &alice_3).await, 200, "the new key's sessions live");
+    assert_eq!(admin.err(retire, json!({ "id": old, "f": true })).await.0, "NOT_FOUND");
+
+    // Every session of the tenant.
+    admin.ok(end, json!({ "t": "acme" })).await;
+    until_ended(&endpoint, &alice, &alice_3, "a session before the tenant-wide end").await;
+    let cutoffs = admin.ok(r#"{ sessionCutoffs(tenant: "acme") { user createdBy } }"#, json!({})).await;
+    assert_eq!(
+        cutoffs["sessionCutoffs"],
+        json!([{ "user": null, "createdBy": ADMIN_EMAIL }, { "user": "alice@acme.test", "createdBy": ADMIN_EMAIL }])
+    );
+    let bob_2 = open_session(&endpoint, &bob).await;
+    assert_eq!(list_status(&endpoint, &bob, &bob_2).await, 200, "new sessions start as usual");
+}

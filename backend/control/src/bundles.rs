@@ -113,7 +113,8 @@ pub async fn compile(store: &Store, tenant: &Tenant) -> Result<Content, StoreErr
         let view = crate::services::classification_view(row)?;
         classification_rules.extend(crate::services::compiled_rule(&view, &servers));
     }
-    let kill = crate::services::kill_list(store, t, &servers).await?;
+    let mut kill = crate::services::kill_list(store, t, &servers).await?;
+    kill.sessions = crate::services::session_cutoffs(store, t, &users).await?;
     let rate_limits = crate::services::compiled_limits(store, t, &roles, &servers).await?;
     let mut content = Content {
         tenant: tenant.slug.clone(),

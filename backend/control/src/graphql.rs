@@ -161,6 +161,16 @@ impl QueryRoot {
         let (s, a) = who(ctx)?;
         s.list_rate_limits(a, &tenant).await.map_err(gql)
     }
+    /// A tenant's MCP session keys (ids and ages, never the key material), the sealing one first.
+    async fn session_keys(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<SessionKeyView>> {
+        let (s, a) = who(ctx)?;
+        s.session_keys(a, &tenant).await.map_err(gql)
+    }
+    /// A tenant's ended sessions of the last 24 hours (older ones have expired anyway).
+    async fn session_cutoffs(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<SessionCutoffView>> {
+        let (s, a) = who(ctx)?;
+        s.session_cutoffs(a, &tenant).await.map_err(gql)
+    }
     /// A tenant's suspensions (kill switch).
     async fn suspensions(&self, ctx: &Context<'_>, tenant: String) -> R<Vec<SuspensionView>> {
         let (s, a) = who(ctx)?;
@@ -399,6 +409,30 @@ impl MutationRoot {
     async fn lift_suspension(&self, ctx: &Context<'_>, tenant: String, id: String) -> R<bool> {
         let (s, a) = who(ctx)?;
         s.lift_suspension(a, &tenant, &id).await.map_err(gql)
+    }
+    /// Ends every MCP session of one user (by e-mail) or, without one, of the whole tenant: every
+    /// gateway worker refuses sessions initialized until now (404; clients initialize again). The
+    /// user keeps their access (to stop them, `suspend` them).
+    async fn end_sessions(
+        &self,
+        ctx: &Context<'_>,
+        tenant: String,
+        user_email: Option<String>,
+    ) -> R<SessionCutoffView> {
+        let (s, a) = who(ctx)?;
+        s.end_sessions(a, &tenant, user_email.as_deref()).await.map_err(gql)
+    }
+    /// Adds a new MCP session key, which seals every new session; older keys keep opening the
+    /// sessions they sealed until retired.
+    async fn rotate_session_key(&self, ctx: &Context<'_>, tenant: String) -> R<SessionKeyView> {
+        let (s, a) = who(ctx)?;
+        s.rotate_session_key(a, &tenant).await.map_err(gql)
+    }
+    /// Retires a session key that no longer seals, ending the sessions it sealed. Within 24 hours
+    /// of its replacement (sessions may be live) it needs `force: true`.
+    async fn retire_session_key(&self, ctx: &Context<'_>, tenant: String, id: String, force: Option<bool>) -> R<bool> {
+        let (s, a) = who(ctx)?;
+        s.retire_session_key(a, &tenant, &id, force.unwrap_or(false)).await.map_err(gql)
     }
     /// Sets the publishing mode: `automatic` (every change reaches the gateways at once) or
     /// `reviewed` (changes wait in a draft until `publishPolicy`). Switching to automatic publishes

@@ -28,6 +28,7 @@ mod limits;
 mod policy;
 pub use policy::CallContext;
 mod publishing;
+mod sessions;
 mod shaping;
 mod transport;
 pub use transport::ServerSpec;
@@ -37,6 +38,7 @@ pub(crate) use classification::{classification_view, compiled_rule};
 pub(crate) use kill::kill_list;
 pub(crate) use limits::compiled_limits;
 pub(crate) use policy::rule_view;
+pub(crate) use sessions::session_cutoffs;
 pub(crate) use shaping::compile_shaping;
 
 /// Result of a service call.

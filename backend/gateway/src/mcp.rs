@@ -893,8 +893,8 @@ impl SessionProblem {
 }
 
 /// The request's session: its sealed token must open with one of the tenant's session keys at this
-/// tenant and virtual server, must not be expired or ended here, and must belong to the caller's
-/// user. Every refusal is the same 404 as an unknown session, so a token reveals nothing. A session
+/// tenant and virtual server, must not be expired, ended here or ended by a tenant admin, and must
+/// belong to the caller's user. Every refusal is the same 404 as an unknown session, so a token reveals nothing. A session
 /// this worker has cached is taken from the cache (the token string is the key, so it was opened or
 /// sealed here); any other is opened from the token and cached.
 fn session_of(
@@ -934,7 +934,9 @@ fn session_of(
         && session.user_id == principal.user_id
         && !session.expired(now)
         // A key that left the bundle (the end of a rotation) ends its sessions, cached or not.
-        && policy.session_keys().iter().any(|k| k.id == session.key_id);
+        && policy.session_keys().iter().any(|k| k.id == session.key_id)
+        // A tenant admin ended this user's (or every) session after it began.
+        && !policy.session_ended(&session.user_id, session.issued_at_ms);
     if !usable {
         return Err(SessionProblem::Unknown);
     }

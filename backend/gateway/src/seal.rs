@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 /// A session is refused this long after `initialize`; its client initializes again (configurable
 /// later).
-pub(crate) const SESSION_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
+pub(crate) const SESSION_LIFETIME_MS: i64 = gatehouse_bundle::format::SESSION_LIFETIME_MS;
 /// Longer `Mcp-Session-Id`s are refused before any decoding.
 pub(crate) const MAX_TOKEN_CHARS: usize = 8 * 1024;
 /// The claims' format; a token of another format does not open.

@@ -5,6 +5,7 @@
 //! is configured; see `docs/decisions/0002-database-layer.md`. Every method that reads or writes
 //! tenant data takes the tenant id first and names it in its `WHERE` clause.
 
+mod cutoffs;
 mod gateways;
 mod model;
 mod publishing;
@@ -13,6 +14,7 @@ mod shaping;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use cutoffs::SessionCutoffRow;
 pub use gateways::*;
 pub use model::*;
 pub use publishing::{PublicationRow, PublishingModeRow};

@@ -12,8 +12,8 @@ use std::fmt::Debug;
 use gatehouse_store::testing::{TestDb, with_database};
 use gatehouse_store::{
     AccessRule, ApiToken, AuditRow, Binding, BundleRow, ClassificationRuleRow, Grant, GroupMember, GroupRole,
-    ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, RateLimitRow, Role, Server, SessionKeyRow, Store, StoreError,
-    Suspension, Tenant, User, UserAttribute, UserGroup, VirtualServer, VirtualServerUpstream,
+    ROLE_MEMBER, ROLE_PLATFORM_ADMIN, ROLE_TENANT_ADMIN, RateLimitRow, Role, Server, SessionCutoffRow, SessionKeyRow,
+    Store, StoreError, Suspension, Tenant, User, UserAttribute, UserGroup, VirtualServer, VirtualServerUpstream,
 };
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
@@ -81,6 +81,7 @@ contract_tests! {
     audit_large_batches => sqlite_audit_large_batches, postgres_audit_large_batches;
     bundles => sqlite_bundles, postgres_bundles;
     session_keys => sqlite_session_keys, postgres_session_keys;
+    session_cutoffs => sqlite_session_cutoffs, postgres_session_cutoffs;
     tenant_isolation => sqlite_tenant_isolation, postgres_tenant_isolation;
     cross_tenant_references => sqlite_cross_tenant_references, postgres_cross_tenant_references;
     console_sessions => sqlite_console_sessions, postgres_console_sessions;
@@ -975,6 +976,33 @@ async fn session_keys(s: &Store) {
     assert!(!s.delete_session_key(&a.id, "k1").await.unwrap());
     assert_eq!(s.list_session_keys(&a.id).await.unwrap(), vec![a2]);
     assert_eq!(s.list_session_keys(&b.id).await.unwrap(), vec![b1]);
+}
+
+async fn session_cutoffs(s: &Store) {
+    let a = tenant("a");
+    let b = tenant("b");
+    for t in [&a, &b] {
+        s.create_tenant(t).await.unwrap();
+    }
+    let cut = |t: &Tenant, user: &str, at: i64, by: &str| SessionCutoffRow {
+        tenant_id: t.id.clone(),
+        user_id: user.to_owned(),
+        not_before_ms: at,
+        created_by: by.to_owned(),
+    };
+    assert_eq!(s.list_session_cutoffs(&a.id).await.unwrap(), vec![]);
+    for row in [cut(&a, "u1", 100, "x@a"), cut(&a, "", 50, "x@a"), cut(&b, "u1", 70, "y@b")] {
+        s.upsert_session_cutoff(&row).await.unwrap();
+    }
+    // Listed by user, the tenant-wide cutoff first; a later cutoff moves it, an earlier one does not.
+    s.upsert_session_cutoff(&cut(&a, "u1", 200, "z@a")).await.unwrap();
+    s.upsert_session_cutoff(&cut(&a, "", 10, "z@a")).await.unwrap();
+    assert_eq!(s.list_session_cutoffs(&a.id).await.unwrap(), vec![cut(&a, "", 50, "x@a"), cut(&a, "u1", 200, "z@a")]);
+    assert_eq!(s.list_session_cutoffs(&b.id).await.unwrap(), vec![cut(&b, "u1", 70, "y@b")]);
+    // Pruning names the tenant: b's cutoff survives a's pruning.
+    assert_eq!(s.prune_session_cutoffs(&a.id, 100).await.unwrap(), 1);
+    assert_eq!(s.list_session_cutoffs(&a.id).await.unwrap(), vec![cut(&a, "u1", 200, "z@a")]);
+    assert_eq!(s.list_session_cutoffs(&b.id).await.unwrap(), vec![cut(&b, "u1", 70, "y@b")]);
 }
 
 async fn bundles(s: &Store) {

@@ -16,7 +16,7 @@ use gatehouse_core::limits::RateLimitView;
 use gatehouse_core::rules::RuleView;
 use gatehouse_core::views::{
     AccessExplanationView, AuditView, BundleView, CreatedTokenView, GrantView, MeView, RoleView, ServerView,
-    SuspensionView, TenantView, TokenView, UserView, VirtualServerView,
+    SessionCutoffView, SessionKeyView, SuspensionView, TenantView, TokenView, UserView, VirtualServerView,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -299,6 +299,42 @@ pub async fn suspend_target(
     let some = |v: &str| Some(v.to_owned()).filter(|v| !v.trim().is_empty());
     let (user, server, tool) = (some(&user_email), some(&server), some(&tool));
     ssr::answer(s.suspend(&actor, &tenant, user.as_deref(), server.as_deref(), tool.as_deref(), &reason).await)
+}
+
+/// A tenant's MCP session keys, the sealing one first.
+#[server(prefix = "/api/console", endpoint = "session_keys")]
+pub async fn list_session_keys(tenant: String) -> ApiResult<Vec<SessionKeyView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.session_keys(&actor, &tenant).await)
+}
+
+/// A tenant's ended sessions of the last 24 hours.
+#[server(prefix = "/api/console", endpoint = "session_cutoffs")]
+pub async fn list_session_cutoffs(tenant: String) -> ApiResult<Vec<SessionCutoffView>> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.session_cutoffs(&actor, &tenant).await)
+}
+
+/// Ends the sessions of one user (e-mail) or, left empty, of every user.
+#[server(prefix = "/api/console", endpoint = "end_sessions")]
+pub async fn end_sessions(tenant: String, #[server(default)] user_email: String) -> ApiResult<SessionCutoffView> {
+    let (s, actor) = ssr::signed_in().await?;
+    let user = Some(user_email).filter(|v| !v.trim().is_empty());
+    ssr::answer(s.end_sessions(&actor, &tenant, user.as_deref()).await)
+}
+
+/// Adds a new session key, which seals every new session.
+#[server(prefix = "/api/console", endpoint = "rotate_session_key")]
+pub async fn rotate_session_key(tenant: String) -> ApiResult<SessionKeyView> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.rotate_session_key(&actor, &tenant).await)
+}
+
+/// Retires a session key that no longer seals (`force` = "true" ends its live sessions); answers its id.
+#[server(prefix = "/api/console", endpoint = "retire_session_key")]
+pub async fn retire_session_key(tenant: String, id: String, #[server(default)] force: String) -> ApiResult<String> {
+    let (s, actor) = ssr::signed_in().await?;
+    ssr::answer(s.retire_session_key(&actor, &tenant, &id, force == "true").await.map(|_| id))
 }
 
 /// Lifts a suspension; answers its id.

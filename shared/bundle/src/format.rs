@@ -113,6 +113,19 @@ pub struct KillList {
     pub servers: Vec<Killed>,
     /// Suspended tools, sorted by server then tool.
     pub tools: Vec<KilledTool>,
+    /// Ended sessions: sessions initialized before a cutoff are refused, sorted by user id (`""`,
+    /// every user of the tenant, first). Left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionCutoff>,
+}
+
+/// Sessions of `user_id` (or, for `""`, of every user) initialized before `not_before_ms` are ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCutoff {
+    /// User id, or `""` for the whole tenant.
+    pub user_id: String,
+    /// Unix milliseconds: sessions sealed earlier are refused.
+    pub not_before_ms: i64,
 }
 
 /// A suspended user (id) or server (slug), with the reason.
@@ -134,6 +147,10 @@ pub struct KilledTool {
     /// Why.
     pub reason: String,
 }
+
+/// How long a sealed MCP session lives after `initialize` (workers refuse it afterwards); the
+/// overlap a retired session key needs so that no live session loses its key.
+pub const SESSION_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// A session sealing key (XChaCha20-Poly1305, 256 bits).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +372,7 @@ impl Content {
         self.kill.users.sort_by(|a, b| a.id.cmp(&b.id));
         self.kill.servers.sort_by(|a, b| a.id.cmp(&b.id));
         self.kill.tools.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        self.kill.sessions.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         self.rate_limits.sort_by(|a, b| a.id.cmp(&b.id));
         for c in &mut self.classification {
             c.servers.sort();

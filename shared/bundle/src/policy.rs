@@ -188,6 +188,8 @@ pub struct TenantPolicy {
     killed_users: HashMap<String, String>,
     killed_servers: HashMap<String, String>,
     killed_tools: HashMap<String, HashMap<String, String>>,
+    /// Ended sessions: user id (`""` for every user) → sessions initialized before this are refused.
+    session_cutoffs: HashMap<String, i64>,
     /// Rate limits, and each user's role slugs (for role-scoped limits).
     rate_limits: Vec<CompiledLimit>,
     user_roles: HashMap<String, Vec<String>>,
@@ -391,6 +393,7 @@ impl TenantPolicy {
             killed_users,
             killed_servers,
             killed_tools,
+            session_cutoffs: c.kill.sessions.iter().map(|s| (s.user_id.clone(), s.not_before_ms)).collect(),
             rate_limits,
             user_roles,
             user_values,
@@ -405,6 +408,15 @@ impl TenantPolicy {
     /// The tenant's usable session keys, newest first: the first one seals, every one opens.
     pub fn session_keys(&self) -> &[SessionKeyMaterial] {
         &self.session_keys
+    }
+
+    /// Whether a tenant admin ended the sessions of `user_id` (or every session of the tenant) after
+    /// a session of that user was initialized at `issued_at_ms`.
+    pub fn session_ended(&self, user_id: &str, issued_at_ms: i64) -> bool {
+        if self.session_cutoffs.is_empty() {
+            return false;
+        }
+        [user_id, ""].iter().any(|u| self.session_cutoffs.get(*u).is_some_and(|cut| issued_at_ms < *cut))
     }
 
     /// Authenticates a bearer token at time `now_ms`.
@@ -899,6 +911,22 @@ mod tests {
     }
 
     #[test]
+    fn ended_sessions_are_those_initialized_before_the_users_or_the_tenants_cutoff() {
+        let mut b = bundle();
+        let p = TenantPolicy::build(&b).unwrap();
+        assert!(!p.session_ended("u1", 0), "nothing ended");
+        b.content.kill.sessions = vec![SessionCutoff { user_id: "u1".into(), not_before_ms: 1_000 }];
+        let p = TenantPolicy::build(&b).unwrap();
+        assert!(p.session_ended("u1", 999));
+        assert!(!p.session_ended("u1", 1_000), "a session initialized at the cutoff lives");
+        assert!(!p.session_ended("u2", 999), "another user's sessions live");
+        b.content.kill.sessions.push(SessionCutoff { user_id: String::new(), not_before_ms: 500 });
+        let p = TenantPolicy::build(&b).unwrap();
+        assert!(p.session_ended("u2", 499) && !p.session_ended("u2", 500), "the tenant-wide cutoff");
+        assert!(p.session_ended("u1", 800), "the later of the two cutoffs counts");
+    }
+
+    #[test]
     fn virtual_servers_resolve_upstream_urls() {
         let p = TenantPolicy::build(&bundle()).unwrap();
         let vs = p.virtual_server("dev").unwrap();
@@ -1127,6 +1155,7 @@ mod tests {
             users: vec![Killed { id: "u1".into(), reason: "laptop stolen".into() }],
             servers: vec![Killed { id: "other".into(), reason: "CVE-2026-1234".into() }],
             tools: vec![KilledTool { server: "everything".into(), tool: "get-sum".into(), reason: "bad math".into() }],
+            sessions: vec![],
         };
         let p = TenantPolicy::build(&b).unwrap();
         assert_eq!(p.authenticate("tok-1", 5), Err(AuthFailure::Suspended("laptop stolen".into())));

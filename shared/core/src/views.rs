@@ -402,3 +402,29 @@ pub struct PublicationView {
     /// When.
     pub published_at_ms: i64,
 }
+
+/// A session sealing key of a tenant (never its material): the newest seals new sessions, every
+/// listed key opens the sessions it sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct SessionKeyView {
+    /// Id (carried in every session id it seals).
+    pub id: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// Whether it seals new sessions (the newest key).
+    pub sealing: bool,
+}
+
+/// Ended sessions: sessions of a user, or of every user, initialized before a time are refused by
+/// every gateway worker with the next bundle; the client initializes a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "graphql", derive(SimpleObject))]
+pub struct SessionCutoffView {
+    /// The user's e-mail; none for every user of the tenant.
+    pub user: Option<String>,
+    /// Sessions initialized before this (Unix ms) are ended.
+    pub not_before_ms: i64,
+    /// Who ended them.
+    pub created_by: String,
+}

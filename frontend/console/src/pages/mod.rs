@@ -12,6 +12,7 @@ pub mod rate_limits;
 pub mod roles;
 pub mod rules;
 pub mod servers;
+pub mod sessions;
 pub mod tenant;
 pub mod tokens;
 pub mod users;

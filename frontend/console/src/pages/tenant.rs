@@ -12,6 +12,7 @@ use crate::api::tenant_overview;
 use crate::components::{ErrorNote, fmt_time};
 use crate::pages::gateways::GatewaysCard;
 use crate::pages::kill_switch::KillSwitchCard;
+use crate::pages::sessions::SessionsCard;
 
 /// What the pages of one tenant share.
 #[derive(Clone, Copy)]
@@ -163,6 +164,7 @@ pub fn TenantOverview() -> impl IntoView {
             </ol>
         </section>
         <KillSwitchCard />
+        <SessionsCard />
         <GatewaysCard />
     }
 }
