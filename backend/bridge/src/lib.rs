@@ -14,15 +14,18 @@
 //!   and notifications while it is the newest request in flight).
 //! - `POST` of a notification or a client's response: written to the pipe, `202`.
 //! - `GET`: an event stream of what the upstream sends while no request is in flight (a bounded
-//!   backlog is kept while no GET stream is open).
+//!   backlog is kept while no GET stream is open). With `Last-Event-ID`, the stream that event
+//!   belongs to (a request's or the GET stream) resumes after it: every event carries an id and is
+//!   logged per session for the resume window ([`streams`]).
 //! - `DELETE`: ends the session (the child is killed). Unknown session: `404`.
 //!
 //! Sessions idle for longer than [`BridgeConfig::idle_timeout`] are ended.
 
 mod pipe;
 pub mod sse;
+mod streams;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -42,6 +45,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 pub use pipe::forbidden_env;
+use streams::{Event, Reader, Resumed, Routes, STREAM_BUFFER, Waiter};
 
 /// The session header of Streamable HTTP.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -49,8 +53,6 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const BACKLOG: usize = 64;
 /// Requests in flight per session.
 const MAX_IN_FLIGHT: usize = 256;
-/// Messages buffered towards one answer stream.
-const STREAM_BUFFER: usize = 64;
 
 /// What the bridge allows and how long it waits.
 #[derive(Debug, Clone)]
@@ -66,6 +68,9 @@ pub struct BridgeConfig {
     pub max_sessions: usize,
     /// Largest message: a POST body, a stdout line, an SSE event.
     pub max_message_bytes: usize,
+    /// How long a stream that lost its reader (or finished) can be resumed with `Last-Event-ID`;
+    /// a request whose reader went away stays in flight this long.
+    pub resume_window: Duration,
 }
 
 impl Default for BridgeConfig {
@@ -76,6 +81,7 @@ impl Default for BridgeConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             max_sessions: 100,
             max_message_bytes: 16 << 20,
+            resume_window: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -147,39 +153,6 @@ struct Session {
     last_used: Mutex<Instant>,
     /// Dropped (child killed) when the session ends.
     guard: Mutex<Option<pipe::PipeGuard>>,
-}
-
-#[derive(Default)]
-struct Routes {
-    /// Requests in flight: id (as JSON text) → its answer stream.
-    pending: HashMap<String, Waiter>,
-    /// Progress token (as JSON text) → request id.
-    progress: HashMap<String, String>,
-    get: Option<mpsc::Sender<Value>>,
-    backlog: VecDeque<Value>,
-    seq: u64,
-    closed: bool,
-}
-
-struct Waiter {
-    tx: mpsc::Sender<Value>,
-    seq: u64,
-    progress_token: Option<String>,
-}
-
-impl Routes {
-    /// Forgets requests whose answer stream nobody reads any more (the client went away, or
-    /// cancelled and the upstream will never answer), so they neither take server messages nor
-    /// keep the session from being reaped.
-    fn prune(&mut self) {
-        let gone: Vec<String> =
-            self.pending.iter().filter(|(_, w)| w.tx.is_closed()).map(|(id, _)| id.clone()).collect();
-        for id in gone {
-            if let Some(t) = self.pending.remove(&id).and_then(|w| w.progress_token) {
-                self.progress.remove(&t);
-            }
-        }
-    }
 }
 
 impl Bridge {
@@ -282,16 +255,31 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     (status, text).into_response()
 }
 
+/// Tells the session when a stream's reader goes away (its response body is dropped: the client
+/// hung up, or the stream ended), so the resume window starts then.
+struct Leaving {
+    session: Weak<Session>,
+    reader: Reader,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.upgrade() {
+            lock(&s.routes).left(self.reader);
+        }
+    }
+}
+
 /// An event stream of `rx`, ending after a response message when `until_response`.
-fn event_stream(rx: mpsc::Receiver<Value>, until_response: bool) -> Response {
-    let stream = futures::stream::unfold((rx, false), move |(mut rx, done)| async move {
+fn event_stream(rx: mpsc::Receiver<Event>, until_response: bool, leaving: Leaving) -> Response {
+    let stream = futures::stream::unfold((rx, false, leaving), move |(mut rx, done, leaving)| async move {
         if done {
             return None;
         }
-        let message = rx.recv().await?;
+        let (id, message) = rx.recv().await?;
         let last = until_response && message.get("method").is_none();
-        let frame = Bytes::from(format!("event: message\ndata: {message}\n\n"));
-        Some((Ok::<_, Infallible>(frame), (rx, last)))
+        let frame = Bytes::from(format!("id: {id}\nevent: message\ndata: {message}\n\n"));
+        Some((Ok::<_, Infallible>(frame), (rx, last, leaving)))
     });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -323,15 +311,20 @@ impl Shared {
 
 /// Marks `s` closed, answers its requests in flight and drops its pipe (the child is killed).
 fn close(s: &Session) {
-    let waiters: Vec<(String, Waiter)> = {
+    let handed: Vec<(mpsc::Sender<Event>, Event)> = {
         let mut r = lock(&s.routes);
         r.closed = true;
-        r.get = None;
-        r.pending.drain().collect()
+        let waiters: Vec<(String, Waiter)> = r.pending.drain().collect();
+        waiters
+            .into_iter()
+            .filter_map(|(id, w)| {
+                let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+                r.push(w.stream, rpc_error(&id, -32603, "the upstream server closed the connection (it exited)"), true)
+            })
+            .collect()
     };
-    for (id, w) in waiters {
-        let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
-        let _ = w.tx.try_send(rpc_error(&id, -32603, "the upstream server closed the connection (it exited)"));
+    for (reader, event) in handed {
+        let _ = reader.try_send(event);
     }
     lock(&s.guard).take();
 }
@@ -364,6 +357,7 @@ async fn on_post(
     match (method, id) {
         (Some(_), Some(id)) => {
             let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            let leaving;
             {
                 let mut r = lock(&session.routes);
                 if r.closed {
@@ -382,13 +376,15 @@ async fn on_post(
                 if let Some(t) = &progress_token {
                     r.progress.insert(t.clone(), key_of(&id));
                 }
-                r.pending.insert(key_of(&id), Waiter { tx, seq, progress_token });
+                let reader = r.open(tx);
+                r.pending.insert(key_of(&id), Waiter { stream: reader.stream, seq, progress_token });
+                leaving = Leaving { session: Arc::downgrade(&session), reader };
             }
             if session.outgoing.send(message).await.is_err() {
                 lock(&session.routes).pending.remove(&key_of(&id));
                 return plain(StatusCode::NOT_FOUND, "the upstream session has ended");
             }
-            event_stream(rx, true)
+            event_stream(rx, true, leaving)
         }
         _ => {
             if session.outgoing.send(message).await.is_err() {
@@ -471,8 +467,9 @@ async fn initialize(shared: &Arc<Shared>, key: &str, message: Value) -> Response
 
 /// Routes what the upstream sends until the pipe closes, then ends the session.
 async fn dispatch(shared: Weak<Shared>, sid: String, session: Arc<Session>, mut incoming: mpsc::Receiver<Value>) {
+    let window = shared.upgrade().map_or(Duration::ZERO, |s| s.config.resume_window);
     while let Some(message) = incoming.recv().await {
-        route(&session, message).await;
+        route(&session, message, window).await;
     }
     debug!(session = %sid, "upstream pipe closed");
     if let Some(shared) = shared.upgrade() {
@@ -481,50 +478,51 @@ async fn dispatch(shared: Weak<Shared>, sid: String, session: Arc<Session>, mut 
     close(&session);
 }
 
-async fn route(session: &Session, message: Value) {
+async fn route(session: &Session, message: Value, window: Duration) {
     let is_response = message.get("method").is_none();
-    let target = {
+    let handed = {
         let mut r = lock(&session.routes);
-        r.prune();
+        r.prune_now_and_then(window);
         if is_response {
             let Some(id) = message.get("id").map(key_of) else { return };
-            match r.pending.remove(&id) {
-                Some(w) => {
-                    if let Some(t) = &w.progress_token {
-                        r.progress.remove(t);
-                    }
-                    Some(w.tx)
-                }
-                None => {
-                    debug!("an upstream answer to no request in flight dropped");
-                    return;
-                }
+            let Some(w) = r.pending.remove(&id) else {
+                debug!("an upstream answer to no request in flight dropped");
+                return;
+            };
+            if let Some(t) = &w.progress_token {
+                r.progress.remove(t);
             }
+            r.push(w.stream, message, true).map(|h| (w.stream, h))
         } else {
+            // Progress goes to its request's stream; anything else to the newest request whose
+            // reader is there, else the GET stream, else the newest request (logged for when its
+            // reader resumes), else the backlog for a GET stream yet to come.
             let by_token = (message.get("method").and_then(Value::as_str) == Some("notifications/progress"))
                 .then(|| message.pointer("/params/progressToken").map(key_of))
                 .flatten()
                 .and_then(|t| r.progress.get(&t).cloned())
-                .and_then(|id| r.pending.get(&id).map(|w| w.tx.clone()));
-            let newest = || r.pending.values().max_by_key(|w| w.seq).map(|w| w.tx.clone());
-            match by_token.or_else(newest) {
-                Some(tx) => Some(tx),
-                None => match &r.get {
-                    Some(g) if !g.is_closed() => Some(g.clone()),
-                    _ => {
-                        if r.backlog.len() == BACKLOG {
-                            r.backlog.pop_front();
-                        }
-                        r.backlog.push_back(message);
-                        return;
+                .and_then(|id| r.pending.get(&id).map(|w| w.stream));
+            let newest = |live: bool| {
+                r.pending.values().filter(|w| !live || r.live(w.stream)).max_by_key(|w| w.seq).map(|w| w.stream)
+            };
+            let target = by_token.or_else(|| newest(true)).or(r.get.filter(|g| r.live(*g))).or_else(|| newest(false));
+            match target.or(r.get) {
+                Some(stream) => r.push(stream, message, false).map(|h| (stream, h)),
+                None => {
+                    if r.backlog.len() == BACKLOG {
+                        r.backlog.pop_front();
                     }
-                },
+                    r.backlog.push_back(message);
+                    return;
+                }
             }
         }
     };
-    if let Some(tx) = target {
-        // The stream's reader went away: the message has no one to go to.
-        let _ = tx.send(message).await;
+    if let Some((stream, (reader, event))) = handed
+        && reader.send(event).await.is_err()
+    {
+        // Logged: the reader may come back with Last-Event-ID.
+        lock(&session.routes).reader_gone(stream);
     }
 }
 
@@ -533,18 +531,30 @@ async fn on_get(State(shared): State<Arc<Shared>>, Path(key): Path<String>, head
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let (tx, rx) = mpsc::channel(BACKLOG + STREAM_BUFFER);
-    {
-        let mut r = lock(&session.routes);
-        if r.get.as_ref().is_some_and(|g| !g.is_closed()) {
-            return plain(StatusCode::CONFLICT, "a GET stream is already open on this session");
+    let mut r = lock(&session.routes);
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        match r.resume(last) {
+            Resumed::Stream(rx, is_get, reader) => {
+                return event_stream(rx, !is_get, Leaving { session: Arc::downgrade(&session), reader });
+            }
+            Resumed::Unknown => debug!("Last-Event-ID {last} names no stream kept here; opening a new GET stream"),
         }
-        for m in r.backlog.drain(..) {
-            let _ = tx.try_send(m);
-        }
-        r.get = Some(tx);
     }
-    event_stream(rx, false)
+    if r.get.is_some_and(|g| r.live(g)) {
+        return plain(StatusCode::CONFLICT, "a GET stream is already open on this session");
+    }
+    let (tx, rx) = mpsc::channel(BACKLOG + STREAM_BUFFER);
+    let reader = r.open(tx.clone());
+    let stream = reader.stream;
+    r.get = Some(stream);
+    let backlog: Vec<Value> = r.backlog.drain(..).collect();
+    for m in backlog {
+        if let Some((_, event)) = r.push(stream, m, false) {
+            let _ = tx.try_send(event);
+        }
+    }
+    drop(r);
+    event_stream(rx, false, Leaving { session: Arc::downgrade(&session), reader })
 }
 
 async fn on_delete(State(shared): State<Arc<Shared>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
@@ -570,9 +580,8 @@ async fn reap(shared: Weak<Shared>) {
             .iter()
             .filter(|(_, s)| {
                 let mut r = lock(&s.routes);
-                r.prune();
-                let streaming = r.get.as_ref().is_some_and(|g| !g.is_closed());
-                lock(&s.last_used).elapsed() > idle && r.pending.is_empty() && !streaming
+                r.prune(shared.config.resume_window);
+                lock(&s.last_used).elapsed() > idle && r.pending.is_empty() && !r.any_stream()
             })
             .map(|(sid, _)| sid.clone())
             .collect();

@@ -277,9 +277,91 @@ async fn a_legacy_sse_server_may_not_send_the_messages_elsewhere() {
     assert!(why.contains("another origin"), "{why}");
 }
 
+/// `(id, message)` of every event in an SSE body.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|e| {
+            let id = e.lines().find_map(|l| l.strip_prefix("id: "))?;
+            let data = e.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((id.to_owned(), serde_json::from_str(data).unwrap()))
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_request_whose_reader_went_away_takes_no_more_messages() {
+async fn a_request_whose_reader_went_away_resumes_after_its_last_event() {
     let b = bridge(&["python3"]).await;
+    let url = b.endpoint(&Upstream::Stdio(python_spec()));
+    let (c, _) = Client::initialize(&url).await;
+    // `slow` sends progress, then waits for a sampling answer; its reader hangs up after the first event.
+    let abandoned =
+        c.post(json!({"jsonrpc":"2.0","id":1,"method":"slow","params":{"_meta":{"progressToken":"p"}}})).await;
+    let mut events = abandoned.bytes_stream();
+    let first = String::from_utf8(events.next().await.unwrap().unwrap().to_vec()).unwrap();
+    let first = sse_events(&first);
+    assert_eq!(first[0].1["method"], "notifications/progress", "{first:?}");
+    let last_seen = first.last().unwrap().0.clone();
+    drop(events);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // GET with Last-Event-ID: what followed (the sampling request), then, once the client answers
+    // it, the rest live, ending with the answer; nothing of it went to another stream.
+    let resumed = c
+        .http
+        .get(&url)
+        .header(SESSION_HEADER, c.sid.as_deref().unwrap())
+        .header("last-event-id", &last_seen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut stream = resumed.bytes_stream();
+    let mut text = String::new();
+    let mut answered = false;
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            if !answered && text.contains("sampling/createMessage") {
+                answered = true;
+                let r = c.post(json!({"jsonrpc":"2.0","id":"s1","result":{"text":"late"}})).await;
+                assert_eq!(r.status(), 202);
+            }
+        }
+        text
+    })
+    .await
+    .expect("the resumed stream ends after the answer");
+    let events = sse_events(&body);
+    let methods: Vec<&str> = events.iter().map(|(_, m)| m["method"].as_str().unwrap_or("(response)")).collect();
+    let all: Vec<&str> = first.iter().map(|(_, m)| m["method"].as_str().unwrap_or("(response)")).chain(methods).collect();
+    assert_eq!(all, ["notifications/progress", "sampling/createMessage", "notifications/progress", "(response)"]);
+    assert_eq!(events.last().unwrap().1["result"]["sampled"]["text"], "late");
+    let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    let stream_of = |id: &str| id.split_once('-').unwrap().0.to_owned();
+    assert!(ids.iter().all(|id| stream_of(id) == stream_of(&last_seen)), "one stream: {ids:?} after {last_seen}");
+    // A resume after the end replays nothing more than what is left, and ends at once.
+    let again = c
+        .http
+        .get(&url)
+        .header(SESSION_HEADER, c.sid.as_deref().unwrap())
+        .header("last-event-id", *ids.last().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), again.text()).await.unwrap().unwrap();
+    assert!(sse_events(&rest).is_empty(), "{rest}");
+}
+
+#[tokio::test]
+async fn after_the_resume_window_an_abandoned_request_takes_no_more_messages() {
+    let b = Bridge::start(BridgeConfig {
+        stdio_commands: vec!["python3".into()],
+        timeout: Duration::from_secs(10),
+        resume_window: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let url = b.endpoint(&Upstream::Stdio(python_spec()));
     let (c, _) = Client::initialize(&url).await;
     // `slow` waits for a sampling answer that never comes; its reader hangs up.
@@ -289,9 +371,9 @@ async fn a_request_whose_reader_went_away_takes_no_more_messages() {
     let first = String::from_utf8(events.next().await.unwrap().unwrap().to_vec()).unwrap();
     assert!(first.contains("notifications/progress"), "{first}");
     drop(events);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The sampling request that was still queued went nowhere; a GET stream now gets what the
-    // server sends outside any request (the pruned request no longer takes it).
+    // Past the window (and the once-a-second prune), the request is forgotten, and a GET stream
+    // gets what the server sends outside any request.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let get = c.http.get(&url).header(SESSION_HEADER, c.sid.as_deref().unwrap()).send().await.unwrap();
     let mut stream = get.bytes_stream();
     let r = c.post(json!({"jsonrpc":"2.0","id":"s1","result":{}})).await;
