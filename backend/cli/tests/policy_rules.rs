@@ -593,19 +593,26 @@ async fn rate_limits_from_graphql_answer_429_with_retry_after() {
     assert_eq!(code, "NOT_FOUND");
 }
 
-/// Initializes a session as `token`: its `Mcp-Session-Id`.
+/// Initializes a session as `token`: its `Mcp-Session-Id`. A token created a moment ago is 401
+/// until the bundle with it reaches the worker: that wait is bounded.
 async fn open_session(endpoint: &str, token: &str) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
-    let resp = reqwest::Client::new()
-        .post(endpoint)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = reqwest::Client::new()
+            .post(endpoint)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => return resp.headers()["mcp-session-id"].to_str().unwrap().to_owned(),
+            401 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("initialize: HTTP {other}: {}", resp.text().await.unwrap_or_default()),
+        }
+    }
 }
 
 /// The HTTP status of `tools/list` in session `session` as `token`.
