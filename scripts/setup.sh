@@ -83,6 +83,8 @@ fi
 if [[ $MODE == test ]]; then
     apt_wanted+=(chromium)
     pg_server_found || apt_wanted+=(postgresql)
+    # The shared rate-limit store's tests start their own throwaway redis-server.
+    command -v redis-server >/dev/null || apt_wanted+=(redis-server)
     # Debian's own python3 needs python3-venv for `python3 -m venv`.
     if command -v python3 >/dev/null && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         apt_wanted+=(python3-venv)

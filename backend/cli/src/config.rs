@@ -77,6 +77,12 @@ pub struct SettingsArgs {
     /// Default: none, so no bundle can launch anything.
     #[arg(long = "stdio-command", env = "GATEHOUSE_STDIO_COMMANDS", value_delimiter = ',', global = true)]
     stdio_commands: Vec<String>,
+    /// Redis shared by every gateway worker of the deployment for rate-limit buckets, e.g.
+    /// redis://127.0.0.1:6379/0 (`redis://[[user]:password@]host[:port][/db][?timeout_ms=N]`). Not set:
+    /// each worker keeps its own buckets. When Redis does not answer within the timeout (default 50 ms)
+    /// a call is judged by the worker's own buckets.
+    #[arg(long, env = "GATEHOUSE_RATE_LIMIT_STORE", global = true, hide_env_values = true)]
+    rate_limit_store: Option<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -101,6 +107,7 @@ struct FileSettings {
     otlp_endpoint: Option<String>,
     metrics_token_file: Option<PathBuf>,
     stdio_commands: Option<Vec<String>>,
+    rate_limit_store: Option<String>,
 }
 
 /// Validated settings.
@@ -130,6 +137,8 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// The commands stdio upstream servers may run (empty: stdio servers are refused).
     pub stdio_commands: Vec<String>,
+    /// The Redis URL of the gateway worker's shared rate-limit buckets, if any.
+    pub rate_limit_store: Option<String>,
 }
 
 impl Settings {
@@ -168,6 +177,14 @@ impl Settings {
         if let Some(bad) = stdio_commands.iter().find(|c| c.contains('/') && !c.starts_with('/')) {
             anyhow::bail!("stdio command {bad:?}: give a bare program name (looked up on PATH) or an absolute path");
         }
+        let rate_limit_store =
+            args.rate_limit_store.or(file.rate_limit_store).map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+        if let Some(url) = &rate_limit_store
+            && !url.starts_with("redis://")
+        {
+            // Never echo the URL: it may hold a password.
+            anyhow::bail!("the rate-limit store must be a redis:// URL (redis://host:6379/0)");
+        }
         let timeout = args.upstream_timeout_secs.or(file.upstream_timeout_secs).unwrap_or(30);
         if timeout == 0 || timeout > 3600 {
             anyhow::bail!("upstream timeout must be between 1 and 3600 seconds, got {timeout}");
@@ -195,6 +212,7 @@ impl Settings {
             otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint).filter(|e| !e.trim().is_empty()),
             metrics_token,
             stdio_commands,
+            rate_limit_store,
         })
     }
 }
@@ -219,6 +237,7 @@ const KNOWN_ENV: &[&str] = &[
     "GATEHOUSE_OTLP_ENDPOINT",
     "GATEHOUSE_METRICS_TOKEN",
     "GATEHOUSE_STDIO_COMMANDS",
+    "GATEHOUSE_RATE_LIMIT_STORE",
     // Read by the test harness, not by the binary; listed so they are not reported as typos.
     "GATEHOUSE_TEST_DATABASE_URL",
     "GATEHOUSE_PEERS_DIR",
@@ -260,6 +279,30 @@ mod tests {
         let file = dir.path().join("gatehouse.toml");
         std::fs::write(&file, "stdio_commands = [\"node\"]\n").unwrap();
         assert_eq!(load(&["--config", file.to_str().unwrap()]).unwrap().stdio_commands, ["node"]);
+    }
+
+    #[test]
+    fn the_rate_limit_store_comes_from_the_flag_or_the_file_and_must_be_redis() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let load = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
+                .unwrap();
+            Settings::load(cli.settings)
+        };
+        assert_eq!(load(&[]).unwrap().rate_limit_store, None, "off by default");
+        let s = load(&["--rate-limit-store", "redis://127.0.0.1:6379/0"]).unwrap();
+        assert_eq!(s.rate_limit_store.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        let e = load(&["--rate-limit-store", "http://:hunter2@redis:6379"]).unwrap_err().to_string();
+        assert!(e.contains("redis://") && !e.contains("hunter2"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gatehouse.toml");
+        std::fs::write(&file, "rate_limit_store = \"redis://redis:6379/1\"\n").unwrap();
+        let s = load(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(s.rate_limit_store.as_deref(), Some("redis://redis:6379/1"));
     }
 
     #[test]

@@ -226,6 +226,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             otlp_endpoint: settings.otlp_endpoint.clone(),
             metrics_token: settings.metrics_token.clone(),
             stdio_commands: settings.stdio_commands.clone(),
+            rate_limit_store: settings.rate_limit_store.clone(),
         },
         operator::worker_options(&settings),
     )
@@ -284,6 +285,7 @@ async fn gateway(settings: Settings) -> anyhow::Result<()> {
             otlp_endpoint: settings.otlp_endpoint.clone(),
             metrics_token: settings.metrics_token.clone(),
             stdio_commands: settings.stdio_commands.clone(),
+            rate_limit_store: settings.rate_limit_store.clone(),
         },
         operator::worker_options(&settings),
     )

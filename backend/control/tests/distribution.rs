@@ -62,6 +62,7 @@ impl Worker {
                 otlp_endpoint: None,
                 metrics_token: None,
                 stdio_commands: vec![],
+                rate_limit_store: None,
             },
             WorkerOptions { worker_id: self.id.clone(), status_interval: Duration::from_secs(1) },
         )
@@ -254,6 +255,7 @@ async fn real_workers_follow_group_moves_and_report_refusals() {
                 otlp_endpoint: None,
                 metrics_token: None,
                 stdio_commands: vec![],
+                rate_limit_store: None,
             },
             WorkerOptions { worker_id: id.into(), status_interval: Duration::from_secs(1) },
         )

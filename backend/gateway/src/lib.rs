@@ -23,10 +23,12 @@ mod mcp;
 mod metrics;
 mod ratelimit;
 mod relay;
+mod resp;
 mod routes;
 mod screen;
 mod seal;
 mod session;
+mod shared_limits;
 mod status;
 mod telemetry;
 mod upstream;
@@ -84,6 +86,11 @@ pub struct GatewayConfig {
     /// `npx` or `/opt/mcp/bin/server`). Empty: stdio upstreams are refused, never launched
     /// (`docs/decisions/0016-stdio-and-sse-upstreams.md`).
     pub stdio_commands: Vec<String>,
+    /// Where rate-limit buckets are shared by every worker of the deployment:
+    /// `redis://[[user]:password@]host[:port][/db][?timeout_ms=N]`. `None`: each worker keeps its
+    /// own buckets. When Redis does not answer within the timeout (default 50 ms), calls are judged
+    /// by the worker's own buckets (`docs/decisions/0011-rate-limits.md`).
+    pub rate_limit_store: Option<String>,
 }
 
 impl GatewayConfig {
@@ -108,6 +115,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .field("stdio_commands", &self.stdio_commands)
+            .field("rate_limit_store", &self.rate_limit_store.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -138,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) telemetry: telemetry::Telemetry,
     /// Token buckets of the tenants' rate limits (per worker).
     pub(crate) limiter: Arc<ratelimit::RateLimiter>,
+    /// The buckets shared by every worker (Redis), when configured; `limiter` is then the fallback.
+    pub(crate) shared_limits: Option<shared_limits::SharedLimiter>,
     tasks: Tasks,
 }
 
@@ -190,6 +200,8 @@ impl Gateway {
         for key in &config.trusted_keys {
             keyring.add_base64(key).map_err(|e| anyhow!("trusted key {key:?}: {e}"))?;
         }
+        let shared_limits =
+            config.rate_limit_store.as_deref().map(shared_limits::SharedLimiter::connect).transpose()?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
@@ -245,6 +257,7 @@ impl Gateway {
             metrics: Arc::default(),
             telemetry,
             limiter,
+            shared_limits,
             tasks: Tasks {
                 poller: poller.abort_handle(),
                 sweeper: sweeper.abort_handle(),
@@ -331,6 +344,10 @@ impl Gateway {
             bundles: &inner.policies.counters,
             active,
             ready: self.is_ready(),
+            limits: metrics::LimitCounters {
+                untracked: inner.limiter.overflowed(),
+                store: inner.shared_limits.as_ref().map(|s| (s.fallbacks(), s.is_connected())),
+            },
         }
         .render()
     }
@@ -427,8 +444,10 @@ mod tests {
             otlp_endpoint: None,
             metrics_token: Some("m3trics".into()),
             stdio_commands: vec![],
+            rate_limit_store: Some("redis://:pw@redis:6379/0".into()),
         };
         assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config:?}").contains("pw@"));
         assert!(!format!("{config:?}").contains("m3trics"));
     }
 }

@@ -1072,7 +1072,7 @@ async fn tools_call(
             return ok(body);
         }
     }
-    if let Some(refused) = rate_limit(gw, policy, route, principal, &target, &name, id, record) {
+    if let Some(refused) = rate_limit(gw, policy, route, principal, &target, &name, id, record).await {
         return refused;
     }
     let screen = Screen::for_server(policy, &target.server);
@@ -1097,7 +1097,7 @@ async fn tools_call(
 /// spends no allowance). A refusal is HTTP 429 with `Retry-After` and a JSON-RPC error naming the
 /// limit; in monitor mode it is audited as `would_deny` and the call goes on.
 #[allow(clippy::too_many_arguments)] // the request's whole context
-fn rate_limit(
+async fn rate_limit(
     gw: &Gateway,
     policy: &TenantPolicy,
     route: &VirtualServerRoute,
@@ -1118,7 +1118,7 @@ fn rate_limit(
     if applied.is_empty() {
         return None;
     }
-    let refusal = gw.inner().limiter.check_all(&applied, Instant::now()).err()?;
+    let refusal = ratelimit::check(gw.inner(), &policy.manifest.tenant, &applied).await.err()?;
     let secs = refusal.retry_after_secs();
     let reason = format!("rate limit {} reached for tool '{name}'; retry after {secs} s", refusal.limit_id);
     record.set_rule(refusal.limit_id.to_owned());

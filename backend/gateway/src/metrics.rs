@@ -34,6 +34,11 @@
 //! * `gatehouse_bundle_info{tenant,revision,sequence} 1` per served tenant (an info-style gauge: join
 //!   on it to see which revision a worker enforces), and `gatehouse_ready` (0 or 1).
 //! * `gatehouse_sse_streams_open`: event streams (POST answers and GET streams) open to clients.
+//! * `gatehouse_rate_limit_untracked_total`: calls let through untracked because the worker's
+//!   bucket table was full (`ratelimit.rs`). With a shared rate-limit store (`shared_limits.rs`),
+//!   also `gatehouse_rate_limit_store_fallbacks_total` (calls judged by the worker's own buckets
+//!   because Redis did not answer in time) and `gatehouse_rate_limit_store_up` (0 or 1: a connection
+//!   to Redis is live).
 //!
 //! # Cost on the request path
 //!
@@ -335,6 +340,16 @@ pub(crate) struct Exposition<'a> {
     /// (tenant, revision, sequence) of every served tenant.
     pub(crate) active: Vec<(String, String, u64)>,
     pub(crate) ready: bool,
+    pub(crate) limits: LimitCounters,
+}
+
+/// The rate limiter's counters, read on scrape.
+#[derive(Debug, Default)]
+pub(crate) struct LimitCounters {
+    /// Calls let through untracked (the local bucket table was full).
+    pub(crate) untracked: u64,
+    /// With a shared store: (calls judged locally because it did not answer, connected now).
+    pub(crate) store: Option<(u64, bool)>,
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -421,6 +436,26 @@ impl Exposition<'_> {
              # TYPE gatehouse_sse_streams_open gauge\ngatehouse_sse_streams_open {}",
             self.metrics.sse_open.load(Ordering::Relaxed).max(0)
         );
+        counter(
+            &mut out,
+            "gatehouse_rate_limit_untracked_total",
+            "Calls let through without a rate-limit bucket because the worker's bucket table was full.",
+            self.limits.untracked,
+        );
+        if let Some((fallbacks, up)) = self.limits.store {
+            counter(
+                &mut out,
+                "gatehouse_rate_limit_store_fallbacks_total",
+                "Calls judged by this worker's own rate-limit buckets because the shared store did not answer in time.",
+                fallbacks,
+            );
+            let _ = writeln!(
+                out,
+                "# HELP gatehouse_rate_limit_store_up 1 while a connection to the shared rate-limit store is live, else 0.\n\
+                 # TYPE gatehouse_rate_limit_store_up gauge\ngatehouse_rate_limit_store_up {}",
+                u8::from(up)
+            );
+        }
         out
     }
 
@@ -490,7 +525,8 @@ mod tests {
 
     fn render(metrics: &Metrics) -> String {
         let (audit, bundles) = (AuditCounters::default(), BundleCounters::default());
-        Exposition { metrics, audit: &audit, bundles: &bundles, active: vec![], ready: true }.render()
+        let limits = LimitCounters::default();
+        Exposition { metrics, audit: &audit, bundles: &bundles, active: vec![], ready: true, limits }.render()
     }
 
     #[test]

@@ -38,7 +38,9 @@
 //! new would turn a memory guard into an outage. The overflow counter is what an operator watches.
 //!
 //! Buckets are per worker: a user whose calls are spread over `n` workers can get up to `n` times
-//! a limit's allowance. Time is passed in (`Instant`), so tests are deterministic.
+//! a limit's allowance, unless the worker has a shared store (`--rate-limit-store`, see
+//! `shared_limits.rs`), whose buckets live in Redis and which uses these only when Redis cannot
+//! answer. Time is passed in (`Instant`), so tests are deterministic.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -86,6 +88,13 @@ impl Quota {
     /// defaulting to `requests`.
     pub(crate) fn per_seconds(requests: u32, per_seconds: u32, burst: Option<u32>) -> Quota {
         Quota::new(requests, Duration::from_secs(u64::from(per_seconds)), burst.unwrap_or(requests))
+    }
+
+    /// `(T, τ)` in whole microseconds, as the shared store keeps them (`shared_limits.rs`): `T`
+    /// rounded up, `τ` the same number of tokens, so the burst is exactly the same.
+    pub(crate) fn micros(self) -> (u64, u64) {
+        let interval_us = self.interval_ns.div_ceil(1_000).max(1);
+        (interval_us, interval_us.saturating_mul(self.tolerance_ns / self.interval_ns))
     }
 
     /// The time one token takes to refill.
@@ -372,6 +381,16 @@ fn duration_ns(d: Duration) -> u64 {
 fn lock(shard: &Shard) -> MutexGuard<'_, Buckets> {
     // Nothing panics while a shard is locked; should it, the map is still consistent.
     shard.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks the `limits` of one call of `tenant` ([`RateLimiter::check_all`]): on the buckets shared
+/// by every worker when the worker has a store (`shared_limits.rs`, falling back to its own), else
+/// on its own.
+pub(crate) async fn check<'a>(inner: &crate::Inner, tenant: &str, limits: &[Applied<'a>]) -> Result<(), Refusal<'a>> {
+    match &inner.shared_limits {
+        Some(shared) => shared.check_all(tenant, limits, &inner.limiter).await,
+        None => inner.limiter.check_all(limits, Instant::now()),
+    }
 }
 
 /// Drops idle buckets every [`SWEEP_EVERY`], for as long as the worker runs.

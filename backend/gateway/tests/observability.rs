@@ -52,6 +52,7 @@ impl Worker {
             otlp_endpoint: otlp,
             metrics_token: Some(METRICS_TOKEN.to_owned()),
             stdio_commands: vec![],
+            rate_limit_store: None,
         })
         .await
         .expect("gateway starts");

@@ -604,6 +604,16 @@ pub struct TestGateway {
 impl TestGateway {
     /// A worker of group `default` trusting `key`, polling `control_url` with a 1 s long-poll wait.
     pub async fn start(control_url: &str, data_dir: &Path, key: &SigningKey) -> Self {
+        Self::start_configured(control_url, data_dir, key, |_| {}).await
+    }
+
+    /// [`TestGateway::start`], with the configuration adjusted by `adjust` first.
+    pub async fn start_configured(
+        control_url: &str,
+        data_dir: &Path,
+        key: &SigningKey,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = GatewayConfig {
@@ -618,7 +628,10 @@ impl TestGateway {
             otlp_endpoint: None,
             metrics_token: None,
             stdio_commands: vec![],
+            rate_limit_store: None,
         };
+        let mut config = config;
+        adjust(&mut config);
         let gw = Gateway::start(config).await.expect("gateway starts");
         let router = gw.router();
         let server = tokio::spawn(async move {
