@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use gatehouse_bundle::format::{self, Content};
 use gatehouse_bundle::rules::select_by_annotation;
+use gatehouse_bundle::wire::{DeltaAnswer, Held, WireBundle};
 use gatehouse_bundle::{KeyRing, SignedBundle, SigningKey, TenantPolicy};
 use gatehouse_core::rules::PolicyMode;
 use gatehouse_store::{BundleRow, SessionKeyRow, Store, StoreError, Tenant};
@@ -384,6 +385,61 @@ impl Bundles {
             bundles.push(serde_json::from_str::<SignedBundle>(&r.signed_json)?);
         }
         Ok((hex::encode(h.finalize())[..32].to_owned(), BundleSet { bundles }))
+    }
+
+    /// The group's tenant list and the bundles a worker that holds `held` lacks, with the same ETag
+    /// as [`Bundles::current_set`] (`docs/decisions/0017-bundle-delta-and-compression.md`). A
+    /// tenant's bundle is left out when the worker holds its newest sequence and revision. When the
+    /// ETag equals `known`, no answer is built (`None`): the caller long-polls.
+    pub async fn delta(
+        &self,
+        group: &str,
+        held: &[Held],
+        known: Option<&str>,
+    ) -> anyhow::Result<(String, Option<DeltaAnswer>)> {
+        // Sequences and revisions only: the signed bundles are read below, for the changed tenants.
+        let rows = self.inner.store.assigned_bundle_heads_for_group(group, &self.inner.group).await?;
+        let mut h = Sha256::new();
+        for r in &rows {
+            h.update(format!("{}:{}:{}\n", r.tenant_id, r.sequence, r.revision));
+        }
+        let etag = hex::encode(h.finalize())[..32].to_owned();
+        if known == Some(etag.as_str()) {
+            return Ok((etag, None));
+        }
+        let slugs: HashMap<String, String> =
+            self.inner.store.list_tenants().await?.into_iter().map(|t| (t.id, t.slug)).collect();
+        let held: HashMap<&str, (u64, &str)> =
+            held.iter().map(|h| (h.tenant.as_str(), (h.sequence, h.revision.as_str()))).collect();
+        // A tenant deleted between the two reads has no slug: it is not in the group any more.
+        let mut rows: Vec<(&String, &BundleRow)> =
+            rows.iter().filter_map(|r| slugs.get(&r.tenant_id).map(|slug| (slug, r))).collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut answer = DeltaAnswer::default();
+        for (slug, r) in rows {
+            let sequence = r.sequence.max(0) as u64;
+            if held.get(slug.as_str()) == Some(&(sequence, r.revision.as_str())) {
+                answer.tenants.push(Held { tenant: slug.clone(), sequence, revision: r.revision.clone() });
+                continue;
+            }
+            // Bundles are never deleted, so the row read above is there; should it not be, the
+            // tenant's newest one is served and listed (the worker then asks again: new ETag).
+            let full = match self.inner.store.bundle_at(&r.tenant_id, group, r.sequence).await? {
+                Some(full) => full,
+                None => match self.inner.store.latest_bundle(&r.tenant_id, group).await? {
+                    Some(full) => full,
+                    None => continue,
+                },
+            };
+            let signed: SignedBundle = serde_json::from_str(&full.signed_json)?;
+            answer.bundles.push(WireBundle::from_signed(&signed)?);
+            answer.tenants.push(Held {
+                tenant: slug.clone(),
+                sequence: full.sequence.max(0) as u64,
+                revision: full.revision,
+            });
+        }
+        Ok((etag, Some(answer)))
     }
 }
 

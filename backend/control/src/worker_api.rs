@@ -2,6 +2,9 @@
 //!
 //! * `GET /v1/bundles/{group}?wait=SECS` with `If-None-Match`: the group's signed bundle set; when
 //!   the ETag matches, the answer waits (long-poll) until something changes or `wait` runs out (304).
+//! * `POST /v1/bundles/{group}/delta?wait=SECS` with `If-None-Match` and a body `{"held":[{tenant,
+//!   sequence, revision}]}`: the group's tenant list and only the bundles the worker lacks, gzip when
+//!   the worker accepts it; same ETag and long poll (`docs/decisions/0017-bundle-delta-and-compression.md`).
 //! * `POST /v1/audit` `{"events":[…]}`: audit ingest, idempotent by event id.
 //! * `POST /v1/workers/status` ([`WorkerStatusReport`]): a worker's group, version, its own last
 //!   control-plane error and, per tenant, the revision it runs and its last error about it. Stored, so
@@ -15,8 +18,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gatehouse_bundle::wire::{self, DeltaRequest};
 use gatehouse_core::audit::AuditEvent;
-use gatehouse_core::gateways::WorkerStatusReport;
+use gatehouse_core::gateways::{MAX_REPORT_TENANTS, WorkerStatusReport};
 use gatehouse_core::{ErrorCode, GatehouseError};
 use gatehouse_store::{AuditRow, WorkerReport, WorkerTenantReport};
 use serde::Deserialize;
@@ -67,15 +71,10 @@ async fn bundles(
         return error_response(&e);
     }
     let b = control.services().bundles();
-    if group != b.group() {
-        match control.store().list_gateway_groups().await {
-            Ok(groups) if groups.iter().any(|g| g.slug == group) => {}
-            Ok(_) => return error_response(&GatehouseError::not_found(format!("gateway group '{group}'"))),
-            Err(e) => return internal(e),
-        }
+    if let Err(response) = group_exists(&control, &group).await {
+        return response;
     }
-    let known =
-        headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+    let known = if_none_match(&headers);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = b.subscribe();
@@ -94,6 +93,104 @@ async fn bundles(
             _ => return (StatusCode::NOT_MODIFIED, [(header::ETAG, format!("\"{etag}\""))]).into_response(),
         }
     }
+}
+
+/// `Err` with the answer when `group` is neither the configured group nor a created one.
+async fn group_exists(control: &ControlPlane, group: &str) -> Result<(), Response> {
+    if group == control.services().bundles().group() {
+        return Ok(());
+    }
+    match control.store().list_gateway_groups().await {
+        Ok(groups) if groups.iter().any(|g| g.slug == group) => Ok(()),
+        Ok(_) => Err(error_response(&GatehouseError::not_found(format!("gateway group '{group}'")))),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn if_none_match(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned())
+}
+
+/// Field-named checks of a delta request (bounds like a status report's).
+fn validate_delta(request: &DeltaRequest) -> Result<(), GatehouseError> {
+    if request.held.len() > MAX_REPORT_TENANTS {
+        return Err(GatehouseError::invalid("held", format!("at most {MAX_REPORT_TENANTS} entries")));
+    }
+    for (i, h) in request.held.iter().enumerate() {
+        if h.tenant.is_empty() || h.tenant.len() > 64 {
+            return Err(GatehouseError::invalid(&format!("held[{i}].tenant"), "1 to 64 characters"));
+        }
+        if h.revision.len() > 64 {
+            return Err(GatehouseError::invalid(&format!("held[{i}].revision"), "at most 64 characters"));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/bundles/{group}/delta`: like [`bundles`], but the answer carries every tenant of the
+/// group with its newest sequence and revision, and a signed bundle only for the tenants whose
+/// newest bundle is not the one the worker says it holds; gzip when the worker accepts it.
+async fn bundles_delta(
+    State(control): State<ControlPlane>,
+    Path(group): Path<String>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+    body: Result<Json<DeltaRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(e) = worker_authorized(&control, &headers) {
+        return error_response(&e);
+    }
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error_response(&GatehouseError::invalid("body", e.body_text())),
+    };
+    if let Err(e) = validate_delta(&request) {
+        return error_response(&e);
+    }
+    if let Err(response) = group_exists(&control, &group).await {
+        return response;
+    }
+    let b = control.services().bundles();
+    let known = if_none_match(&headers);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // Subscribe before reading, so a change between the read and the wait is not missed.
+    let mut changes = b.subscribe();
+    let (etag, answer) = loop {
+        changes.borrow_and_update();
+        let (etag, answer) = match b.delta(&group, &request.held, known.as_deref()).await {
+            Ok(x) => x,
+            Err(e) => return internal(e),
+        };
+        if let Some(answer) = answer {
+            break (etag, answer);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out (or the control plane is shutting down): nothing new.
+            _ => return (StatusCode::NOT_MODIFIED, [(header::ETAG, format!("\"{etag}\""))]).into_response(),
+        }
+    };
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip")));
+    let bytes = match tokio::task::spawn_blocking(move || {
+        let json = serde_json::to_vec(&answer).expect("a delta answer serialises");
+        if gzip { wire::gzip(&json) } else { json }
+    })
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) => return internal(e),
+    };
+    let mut response =
+        ([(header::ETAG, format!("\"{etag}\"")), (header::CONTENT_TYPE, "application/json".to_owned())], bytes)
+            .into_response();
+    response.headers_mut().insert(header::VARY, header::HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -223,6 +320,7 @@ async fn worker_status(
 pub fn routes(control: ControlPlane) -> Router {
     Router::new()
         .route("/v1/bundles/{group}", get(bundles))
+        .route("/v1/bundles/{group}/delta", post(bundles_delta))
         .route("/v1/audit", post(audit))
         .route("/v1/workers/status", post(worker_status))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))

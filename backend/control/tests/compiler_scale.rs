@@ -578,3 +578,123 @@ async fn compile_1000_servers_10000_tools_500_roles() {
     }
     db.finish().await;
 }
+
+/// Bytes a worker receives for the scale tenant through the worker API
+/// (`docs/decisions/0017-bundle-delta-and-compression.md`): the first fetch, a change of another
+/// (small) tenant of the group, and a change of one user in the scale tenant; delta endpoint with
+/// gzip, without gzip, and the old whole-set `GET` for comparison.
+///
+/// ```sh
+/// cargo test -p gatehouse-control --release --test compiler_scale -- --ignored --nocapture wire_bytes
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "scale benchmark: cargo test -p gatehouse-control --release --test compiler_scale -- --ignored --nocapture wire_bytes"]
+async fn wire_bytes_of_the_scale_tenant() {
+    use gatehouse_bundle::wire::{self, DeltaAnswer, Held};
+    use gatehouse_control::{ControlConfig, ControlPlane};
+
+    let db = TestDb::sqlite().await;
+    let store = db.store.clone();
+    populate(&store).await;
+    let key = SigningKey::generate();
+    let config = ControlConfig {
+        gateway_public_url: "http://gw.test".into(),
+        public_url: "http://cp.test".into(),
+        worker_token: "worker-secret".into(),
+        group: "default".into(),
+        secure_cookies: false,
+    };
+    // Compiles every tenant at start.
+    let cp = ControlPlane::new(config, store.clone(), key.clone()).await.unwrap();
+    let s = cp.services();
+    s.ensure_bootstrap_admin("root@example.com", Some("a-long-enough-password")).await.unwrap();
+    let admin = s.sign_in("root@example.com", "a-long-enough-password").await.unwrap();
+    s.create_tenant(&admin, "small", "Small").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = cp.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::new();
+
+    // One delta poll: (bytes on the wire, tenants whose bundle came, the list, ms).
+    let delta = |held: Vec<Held>, gzip: bool| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let started = Instant::now();
+            let mut req = http
+                .post(format!("{base}/v1/bundles/default/delta"))
+                .bearer_auth("worker-secret")
+                .json(&serde_json::json!({ "held": held }));
+            if gzip {
+                req = req.header("accept-encoding", "gzip");
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let compressed = resp.headers().get("content-encoding").is_some();
+            assert_eq!(compressed, gzip);
+            let body = resp.bytes().await.unwrap().to_vec();
+            let elapsed = started.elapsed();
+            let text = if compressed { wire::gunzip_bounded(&body, 256 << 20).unwrap() } else { body.clone() };
+            let answer: DeltaAnswer = serde_json::from_slice(&text).unwrap();
+            let sent: Vec<String> = answer.bundles.iter().map(|b| wire::peek_tenant(&b.bundle).unwrap()).collect();
+            (body.len(), sent, answer.tenants, elapsed)
+        }
+    };
+    let whole = || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let resp =
+                http.get(format!("{base}/v1/bundles/default")).bearer_auth("worker-secret").send().await.unwrap();
+            resp.bytes().await.unwrap().len()
+        }
+    };
+    let mut rows = Vec::new();
+
+    // (a) The first fetch: the worker holds nothing.
+    let (gz, sent, held, took) = delta(vec![], true).await;
+    assert_eq!(sent, ["platform", "scale", "small"]);
+    let (plain, ..) = delta(vec![], false).await;
+    rows.push(("(a) first fetch (3 tenants)", gz, plain, whole().await, took, sent));
+
+    // (b) A change of the small tenant: the scale tenant's bundle does not travel.
+    s.create_role(&admin, "small", "ops", "").await.unwrap();
+    let (gz, sent, after_b, took) = delta(held.clone(), true).await;
+    assert_eq!(sent, ["small"]);
+    let (plain, ..) = delta(held, false).await;
+    rows.push(("(b) another tenant changed", gz, plain, whole().await, took, sent));
+
+    // (c) One user added to the scale tenant (with a role): its whole bundle travels again.
+    let tenant = store.tenant_by_id(TENANT).await.unwrap().unwrap();
+    store
+        .create_user(&User {
+            tenant_id: TENANT.into(),
+            id: "us-new".into(),
+            email: "new@scale.example".into(),
+            display_name: "New".into(),
+            password_hash: None,
+            console_role: ROLE_MEMBER.into(),
+            created_at_ms: T0,
+        })
+        .await
+        .unwrap();
+    store.bind_role(TENANT, &role_id(7), "us-new").await.unwrap();
+    s.bundles().recompile(&tenant).await.unwrap();
+    let (gz, sent, _, took) = delta(after_b.clone(), true).await;
+    assert_eq!(sent, ["scale"]);
+    let (plain, ..) = delta(after_b, false).await;
+    rows.push(("(c) one user of the scale tenant changed", gz, plain, whole().await, took, sent));
+
+    println!("\n| poll | delta, gzip | delta, no gzip | whole set (`GET`) | delta gzip round trip | bundles sent |");
+    println!("|---|---|---|---|---|---|");
+    for (what, gz, plain, whole, took, sent) in rows {
+        println!(
+            "| {what} | {} ({gz} B) | {} | {} | {} | {} |",
+            kib(gz),
+            kib(plain),
+            kib(whole),
+            ms(took),
+            sent.join(", ")
+        );
+    }
+    db.finish().await;
+}

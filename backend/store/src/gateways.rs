@@ -146,6 +146,38 @@ impl Store {
         .await)?)
     }
 
+    /// [`Store::assigned_bundles_for_group`] without the signed bundles (`signed_json` is empty):
+    /// what the delta endpoint needs for its ETag and tenant list, without reading every bundle of
+    /// the group on each long-poll wake-up (`docs/decisions/0017-bundle-delta-and-compression.md`).
+    pub async fn assigned_bundle_heads_for_group(&self, group: &str, default_group: &str) -> Result<Vec<BundleRow>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT b.tenant_id, b.group_name, b.sequence, b.revision, CAST('' AS TEXT) AS signed_json, \
+             b.created_at_ms FROM bundles b \
+             JOIN tenants t ON t.id = b.tenant_id \
+             LEFT JOIN tenant_gateway_groups g ON g.tenant_id = b.tenant_id \
+             WHERE COALESCE(g.group_slug, $2) = $1 AND b.group_name = $1 AND b.sequence = \
+               (SELECT MAX(sequence) FROM bundles m WHERE m.tenant_id = b.tenant_id AND m.group_name = b.group_name) \
+             ORDER BY b.tenant_id"
+        )
+        .bind(group)
+        .bind(default_group)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// One tenant's bundle for `group` at `sequence`.
+    pub async fn bundle_at(&self, tenant_id: &str, group: &str, sequence: i64) -> Result<Option<BundleRow>> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT tenant_id, group_name, sequence, revision, signed_json, created_at_ms FROM bundles \
+             WHERE tenant_id = $1 AND group_name = $2 AND sequence = $3"
+        )
+        .bind(tenant_id)
+        .bind(group)
+        .bind(sequence)
+        .fetch_optional(p)
+        .await)?)
+    }
+
     /// Replaces a worker's report (its row and all its tenant rows) in one transaction.
     pub async fn put_worker_report(&self, report: &WorkerReport, tenants: &[WorkerTenantReport]) -> Result<()> {
         on_pool!(self, |p| {

@@ -9,6 +9,7 @@
 //! * [`policy`]: the runtime form a worker builds from a verified bundle, and the decisions it makes.
 //! * [`rules`]: access rules checked when saved and compiled for the request path.
 //! * [`shaping`]: a virtual server's naming strategy and per-tool overrides, as the worker uses them.
+//! * [`wire`]: the worker API's delta answer (only changed tenants) and its gzip, bounded.
 //!
 //! The format is described for humans in `docs/decisions/0003-bundle-format.md`.
 
@@ -19,6 +20,7 @@ pub mod policy;
 pub mod rules;
 pub mod shaping;
 pub mod signing;
+pub mod wire;
 
 pub use format::{Bundle, Content, Manifest, SCHEMA_VERSION};
 pub use policy::{Decision, DenyKind, Listing, TenantPolicy};
