@@ -205,12 +205,12 @@ async fn shaped_virtual_server_renames_fixes_narrows_and_keeps_both_sides_of_a_c
     assert_eq!(text(&r[6]), "Echo: from-gateway", "the mirror's echo, allowed on the injected message: {}", r[6]);
     assert_eq!(r[7]["error"]["data"]["code"], "TOOL_NOT_GRANTED", "{}", r[7]);
 
-    // --- Audit keeps the upstream tool name.
+    // --- Audit keeps the upstream tool name, and the name the client called beside it.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let events = admin
             .ok(
-                r#"{ auditEvents(tenant: "acme", limit: 200) { method tool upstreamServer outcome reason } }"#,
+                r#"{ auditEvents(tenant: "acme", limit: 200) { method tool exposedTool upstreamServer outcome reason } }"#,
                 json!({}),
             )
             .await;
@@ -227,6 +227,13 @@ async fn shaped_virtual_server_renames_fixes_narrows_and_keeps_both_sides_of_a_c
                 sum_calls.iter().any(|e| e["outcome"] == "denied" && e["upstreamServer"] == "mirror"),
                 "{events:?}"
             );
+            // everything's get-sum was called as `add-forty`; mirror's keeps its name.
+            for e in &sum_calls {
+                let exposed = if e["upstreamServer"] == "everything" { "add-forty" } else { "get-sum" };
+                assert_eq!(e["exposedTool"], exposed, "{e}");
+            }
+            let prefixed = events.iter().find(|e| e["exposedTool"] == "m__echo").expect("the m__echo call");
+            assert_eq!((&prefixed["tool"], &prefixed["upstreamServer"]), (&json!("echo"), &json!("mirror")));
             break;
         }
         assert!(Instant::now() < deadline, "no audit events for the get-sum calls: {events:?}");

@@ -819,6 +819,7 @@ impl Services {
                 upstream_server: r.upstream_server,
                 method: r.method,
                 tool: r.tool,
+                exposed_tool: r.exposed_tool,
                 outcome: r.outcome,
                 reason: r.reason,
                 latency_us: r.latency_us,

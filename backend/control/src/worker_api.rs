@@ -238,6 +238,7 @@ async fn audit(State(control): State<ControlPlane>, headers: HeaderMap, body: Js
             upstream_server: e.upstream_server,
             method: e.method,
             tool: e.tool,
+            exposed_tool: e.exposed_tool,
             outcome: e.outcome.as_str().to_owned(),
             reason: e.reason,
             latency_us: e.latency_us,

@@ -210,6 +210,7 @@ fn call(tenant_id: &str, n: usize, user: &str, tool: &str, outcome: &str, age_ms
         upstream_server: Some("tools".into()),
         method: "tools/call".into(),
         tool: Some(tool.into()),
+        exposed_tool: None,
         outcome: outcome.into(),
         reason: None,
         latency_us: 10,

@@ -730,6 +730,7 @@ mod tests {
             upstream_server: None,
             method: "ping".into(),
             tool: None,
+            exposed_tool: None,
             outcome: Outcome::Allowed,
             reason: None,
             latency_us: 1,

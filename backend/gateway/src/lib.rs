@@ -246,6 +246,12 @@ impl Gateway {
         let limiter = Arc::new(ratelimit::RateLimiter::default());
         let limits_sweeper = tokio::spawn(ratelimit::sweep(Arc::clone(&limiter)));
 
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        telemetry.observe_worker(telemetry::WorkerState {
+            audit: Arc::clone(&audit.counters),
+            policies: Arc::clone(&policies),
+            metrics: Arc::clone(&metrics),
+        });
         let inner = Inner {
             config,
             worker_id,
@@ -254,7 +260,7 @@ impl Gateway {
             sessions,
             upstreams,
             audit,
-            metrics: Arc::default(),
+            metrics,
             telemetry,
             limiter,
             shared_limits,
@@ -372,7 +378,10 @@ impl Inner {
         trace: Option<Box<telemetry::RequestTrace>>,
         elapsed: Duration,
     ) {
-        self.metrics.observe(event, virtual_server_known, event.rule_id.is_some(), elapsed);
+        let telemetry = &self.telemetry;
+        self.metrics.observe_with(event, virtual_server_known, event.rule_id.is_some(), elapsed, |attributes| {
+            telemetry.record_operation(attributes, elapsed);
+        });
         if let Some(trace) = trace {
             trace.finish(event);
         }

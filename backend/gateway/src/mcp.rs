@@ -144,6 +144,7 @@ impl Record {
                 upstream_server: None,
                 method: method.to_owned(),
                 tool: None,
+                exposed_tool: None,
                 outcome: Outcome::Invalid,
                 reason: None,
                 latency_us: 0,
@@ -338,7 +339,8 @@ pub(crate) async fn post(
     record.client_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let mut body = Request::new(body);
     *body.extensions_mut() = std::mem::take(&mut parts.extensions);
-    let response = handle_post(&gw, &tenant, &vs, &parts.headers, body, &mut record).await;
+    let handling = handle_post(&gw, &tenant, &vs, &parts.headers, body, &mut record);
+    let response = gw.inner().telemetry.scope(handling).await;
     record.emit(&gw).await;
     response
 }
@@ -1015,6 +1017,7 @@ async fn tools_call(
         None => return ok(invalid_params(id, "tools/call needs params with the tool's name", record)),
     };
     record.event.tool = Some(name.clone());
+    record.event.exposed_tool = Some(name.clone());
     let target = match resolve(gw, route, session, &name).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -1183,7 +1186,8 @@ pub(crate) async fn forward_screened(
     let upstream_id = relay::upstream_request_id(id);
     let call = crate::telemetry::UpstreamCall { server, url, method, upstream_id: &upstream_id };
     let traced = record.upstream_call(gw, call, params);
-    match gw.inner().upstreams.forward(target, &upstream_id, method, traced.as_ref().or(params)).await {
+    let sending = gw.inner().upstreams.forward(target, &upstream_id, method, traced.as_ref().or(params));
+    match crate::telemetry::within(record.trace.as_deref(), sending).await {
         Ok(Answer::Json(mut response)) => {
             if let Some((screen, subject)) = &screen
                 && screen.response(subject, &mut response, record)

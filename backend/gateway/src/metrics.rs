@@ -46,6 +46,12 @@
 //! the series up under a read lock and increments three atomics; only the first observation of a new
 //! label combination takes the write lock and allocates. Rendering happens on scrape only.
 //!
+//! # OTLP
+//!
+//! With an OTLP endpoint the same series are exported over OTLP as well (`telemetry.rs`): each
+//! operation series carries its labels as OpenTelemetry attributes, built when the series is
+//! created, which the request path hands to the SDK's `mcp.server.operation.duration` histogram.
+//!
 //! # Who may read it
 //!
 //! The labels name every tenant this worker serves, so `/metrics` is an operator endpoint: it is
@@ -71,7 +77,7 @@ pub(crate) const MAX_TOOL_LABELS_PER_TENANT: usize = 100;
 const OTHER: &str = "other";
 
 /// Histogram bucket upper bounds, in seconds (see the module docs).
-const BUCKETS: [f64; 17] =
+pub(crate) const BUCKETS: [f64; 17] =
     [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
 /// `mcp.method.name` values that become labels as they are: the semconv's well-known values, plus
@@ -110,7 +116,7 @@ const KNOWN_METHODS: [&str; 30] = [
 ];
 
 /// The bounded `mcp_method_name` label of an audited method.
-fn method_label(method: &str) -> &'static str {
+pub(crate) fn method_label(method: &str) -> &'static str {
     KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or(OTHER)
 }
 
@@ -149,6 +155,13 @@ impl BundleCounters {
     pub(crate) fn refused(&self, source: Source, count: usize) {
         self.refused[Self::index(source)].fetch_add(count as u64, Ordering::Relaxed);
     }
+
+    /// (source label, activations, refusals) per source, for the OTLP export.
+    pub(crate) fn totals(&self) -> [(&'static str, u64, u64); 2] {
+        let at = |i: usize| self.activated[i].load(Ordering::Relaxed);
+        let rf = |i: usize| self.refused[i].load(Ordering::Relaxed);
+        [("control_plane", at(0), rf(0)), ("disk", at(1), rf(1))]
+    }
 }
 
 /// One latency histogram: per-bucket counts (not cumulative; the last slot is `+Inf`), count, sum.
@@ -178,6 +191,9 @@ struct Series {
     tool: Box<str>,
     outcome: &'static str,
     histogram: Histogram,
+    /// The same labels as OpenTelemetry attributes (`mcp.method.name`, `gen_ai.tool.name` when set,
+    /// `error.type` on failures, `gatehouse.{outcome,tenant,virtual_server}`), for the OTLP export.
+    attributes: Box<[opentelemetry::KeyValue]>,
 }
 
 impl Series {
@@ -236,7 +252,20 @@ impl Metrics {
 
     /// Records one audited request. `decided` is true when the policy decided on the event's tool
     /// (so the name is one an upstream lists); `virtual_server_known` when the virtual server exists.
+    #[cfg(test)]
     pub(crate) fn observe(&self, event: &AuditEvent, virtual_server_known: bool, decided: bool, elapsed: Duration) {
+        self.observe_with(event, virtual_server_known, decided, elapsed, |_| {});
+    }
+
+    /// [`Metrics::observe`], handing the series' attributes to `also` (the OTLP export).
+    pub(crate) fn observe_with(
+        &self,
+        event: &AuditEvent,
+        virtual_server_known: bool,
+        decided: bool,
+        elapsed: Duration,
+        also: impl FnOnce(&[opentelemetry::KeyValue]),
+    ) {
         let method = method_label(&event.method);
         let tool = match (method, &event.tool) {
             ("tools/call", Some(tool)) if decided => tool.as_str(),
@@ -254,22 +283,25 @@ impl Metrics {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
             if let Some(series) = table.find(self.hash(&key), &key) {
                 series.histogram.observe(elapsed);
+                also(&series.attributes);
                 return;
             }
             if tool != OTHER && !tool.is_empty() && table.overflows(key.tenant, tool) {
                 key.tool = OTHER;
                 if let Some(series) = table.find(self.hash(&key), &key) {
                     series.histogram.observe(elapsed);
+                    also(&series.attributes);
                     return;
                 }
             }
         }
-        self.insert_and_observe(key, elapsed);
+        let series = self.insert_and_observe(key, elapsed);
+        also(&series.attributes);
     }
 
     /// The slow path: the first observation of a label combination.
     #[cold]
-    fn insert_and_observe(&self, mut key: Key<'_>, elapsed: Duration) {
+    fn insert_and_observe(&self, mut key: Key<'_>, elapsed: Duration) -> Arc<Series> {
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         if !key.tool.is_empty() && key.tool != OTHER {
             let tools = table.tools.entry(key.tenant.into()).or_default();
@@ -284,7 +316,7 @@ impl Metrics {
         let hash = self.hash(&key);
         if let Some(series) = table.find(hash, &key) {
             series.histogram.observe(elapsed);
-            return;
+            return Arc::clone(series);
         }
         let series = Arc::new(Series {
             tenant: key.tenant.into(),
@@ -293,9 +325,11 @@ impl Metrics {
             tool: key.tool.into(),
             outcome: key.outcome,
             histogram: Histogram::default(),
+            attributes: otel_attributes(&key),
         });
         series.histogram.observe(elapsed);
-        table.series.entry(hash).or_default().push(series);
+        table.series.entry(hash).or_default().push(Arc::clone(&series));
+        series
     }
 
     /// Every operation series, sorted by labels (for a stable exposition).
@@ -314,6 +348,22 @@ impl Metrics {
         });
         all
     }
+}
+
+/// A series' labels as OpenTelemetry attributes (the names of the spans' attributes).
+fn otel_attributes(key: &Key<'_>) -> Box<[opentelemetry::KeyValue]> {
+    use opentelemetry::KeyValue;
+    let mut attributes = vec![KeyValue::new("mcp.method.name", key.method)];
+    if !key.tool.is_empty() {
+        attributes.push(KeyValue::new("gen_ai.tool.name", key.tool.to_owned()));
+    }
+    if matches!(key.outcome, "denied" | "invalid" | "upstream_error") {
+        attributes.push(KeyValue::new("error.type", key.outcome));
+    }
+    attributes.push(KeyValue::new("gatehouse.outcome", key.outcome));
+    attributes.push(KeyValue::new("gatehouse.tenant", key.tenant.to_owned()));
+    attributes.push(KeyValue::new("gatehouse.virtual_server", key.virtual_server.to_owned()));
+    attributes.into_boxed_slice()
 }
 
 /// A guard that counts one open event stream while it lives.
@@ -514,6 +564,7 @@ mod tests {
             upstream_server: None,
             method: method.into(),
             tool: tool.map(str::to_owned),
+            exposed_tool: None,
             outcome,
             reason: None,
             latency_us: 0,
@@ -575,6 +626,40 @@ mod tests {
         let overflow = r#"mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",gen_ai_tool_name="other",outcome="allowed",tenant="acme",virtual_server="dev"} 20"#;
         assert!(text.contains(overflow), "{text}");
         assert!(text.contains(r#"gen_ai_tool_name="t0",outcome="denied""#));
+    }
+
+    #[test]
+    fn otlp_attributes_are_the_series_labels() {
+        let m = Metrics::default();
+        let mut seen = Vec::new();
+        let denied = event("tools/call", Some("add"), Outcome::Denied);
+        m.observe_with(&denied, true, true, Duration::ZERO, |a| seen = a.to_vec());
+        let strings: Vec<(String, String)> = seen.iter().map(|kv| (kv.key.to_string(), kv.value.to_string())).collect();
+        let expected = [
+            ("mcp.method.name", "tools/call"),
+            ("gen_ai.tool.name", "add"),
+            ("error.type", "denied"),
+            ("gatehouse.outcome", "denied"),
+            ("gatehouse.tenant", "acme"),
+            ("gatehouse.virtual_server", "dev"),
+        ];
+        assert_eq!(strings, expected.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        // The same series again (the fast path) hands out the same attributes; an unknown method
+        // and virtual server are `other`, without a tool.
+        m.observe_with(&denied, true, true, Duration::ZERO, |a| assert_eq!(a, seen.as_slice()));
+        let odd = event("x/evil", None, Outcome::Allowed);
+        m.observe_with(&odd, false, false, Duration::ZERO, |a| {
+            let keys: Vec<String> = a.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+            assert_eq!(
+                keys,
+                [
+                    "mcp.method.name=other",
+                    "gatehouse.outcome=allowed",
+                    "gatehouse.tenant=acme",
+                    "gatehouse.virtual_server=other"
+                ]
+            );
+        });
     }
 
     #[test]

@@ -135,12 +135,16 @@ impl Upstreams {
         params: &Value,
     ) -> Result<Value, UpstreamError> {
         let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let body = encode(Some(&id), method, Some(params))?;
+        let hop = crate::telemetry::Hop::start(method, target.url, Some(&id), Some(params));
+        let body = encode(Some(&id), method, hop.params(Some(params)))?;
         let work = async {
             let response = self.post_on_session(target, body).await?;
             read_answer(response, &id).await
         };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
+        hop.run(async {
+            tokio::time::timeout(self.timeout, work).await.map_err(|_| UpstreamError::Timeout(self.timeout))?
+        })
+        .await
     }
 
     /// Forwards a client's request under upstream id `id`. A JSON answer is read (bounded by the
@@ -249,9 +253,16 @@ impl Upstreams {
             "clientInfo": { "name": "gatehouse", "version": VERSION },
         });
         let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let response = self.post(url, None, encode(Some(&id), "initialize", Some(&params))?).await?;
-        let session_id = response.headers().get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let mut message = read_answer(response, &id).await?;
+        let hop = crate::telemetry::Hop::start("initialize", url, Some(&id), Some(&params));
+        let body = encode(Some(&id), "initialize", hop.params(Some(&params)))?;
+        let (session_id, mut message) = hop
+            .run(async {
+                let response = self.post(url, None, body).await?;
+                let session_id =
+                    response.headers().get(&MCP_SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                Ok((session_id, read_answer(response, &id).await?))
+            })
+            .await?;
         if let Some(error) = message.get("error") {
             let why = error.get("message").and_then(Value::as_str).unwrap_or("no reason given");
             return Err(UpstreamError::Protocol(format!("it refused initialize: {why}")));
@@ -260,8 +271,15 @@ impl Upstreams {
             message.pointer("/result/protocolVersion").and_then(Value::as_str).unwrap_or(LATEST_PROTOCOL_VERSION);
         let version = version.to_owned();
         let capabilities = message.pointer_mut("/result/capabilities").map(Value::take).unwrap_or_else(|| json!({}));
-        let session = UpstreamSession { url: url.to_owned(), session_id, protocol_version: version, capabilities };
-        self.post(url, Some(&session), encode(None, "notifications/initialized", None)?).await?;
+        let session = UpstreamSession {
+            url: url.to_owned(),
+            session_id,
+            protocol_version: version,
+            capabilities,
+        };
+        let hop = crate::telemetry::Hop::start("notifications/initialized", url, None, None);
+        let body = encode(None, "notifications/initialized", hop.params(None))?;
+        hop.run(self.post(url, Some(&session), body)).await?;
         Ok(session)
     }
 
@@ -282,6 +300,7 @@ impl Upstreams {
         if let Some(s) = session {
             request = with_session(request, s);
         }
+        request = crate::telemetry::propagate(request, session.and_then(|s| s.session_id.as_deref()));
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND && session.is_some_and(|s| s.session_id.is_some()) {

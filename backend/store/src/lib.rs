@@ -928,8 +928,8 @@ impl Store {
     /// Stores audit events; an event whose id is already stored is skipped, so a worker's retry never
     /// duplicates. Returns how many were new.
     pub async fn insert_audit_events(&self, events: &[AuditRow]) -> Result<u64> {
-        // One multi-row INSERT per chunk, in one transaction. A row binds 19 parameters, so 1,000 rows
-        // bind 19,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+        // One multi-row INSERT per chunk, in one transaction. A row binds 20 parameters, so 1,000 rows
+        // bind 20,000: below SQLite's limit (32,766) and PostgreSQL's (65,535).
         const ROWS_PER_STATEMENT: usize = 1_000;
         if events.is_empty() {
             return Ok(0);
@@ -941,7 +941,7 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (tenant_id, id, time_ms, user_id, user_email, client_name, client_version, \
                      session_id, virtual_server, upstream_server, method, tool, outcome, reason, latency_us, \
-                     bundle_revision, rule_id, findings_json, received_at_ms) ",
+                     bundle_revision, rule_id, findings_json, received_at_ms, exposed_tool) ",
                 );
                 q.push_values(chunk, |mut row, e| {
                     row.push_bind(&e.tenant_id)
@@ -962,7 +962,8 @@ impl Store {
                         .push_bind(&e.bundle_revision)
                         .push_bind(&e.rule_id)
                         .push_bind(&e.findings_json)
-                        .push_bind(e.received_at_ms);
+                        .push_bind(e.received_at_ms)
+                        .push_bind(&e.exposed_tool);
                 });
                 // Idempotent by event id: a resent event (or one twice in the batch) adds nothing.
                 q.push(" ON CONFLICT (id) DO NOTHING");
@@ -980,7 +981,8 @@ impl Store {
             sqlx::query_as(
                 "SELECT tenant_id, id, time_ms, user_id, user_email, client_name, client_version, session_id, \
              virtual_server, upstream_server, method, tool, outcome, reason, latency_us, bundle_revision, rule_id, \
-             findings_json, received_at_ms FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 ORDER BY time_ms DESC, id LIMIT $3",
+             findings_json, received_at_ms, exposed_tool FROM audit_events WHERE tenant_id = $1 AND time_ms < $2 \
+             ORDER BY time_ms DESC, id LIMIT $3",
             )
             .bind(tenant_id)
             .bind(before)

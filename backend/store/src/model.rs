@@ -348,8 +348,11 @@ pub struct AuditRow {
     pub upstream_server: Option<String>,
     /// JSON-RPC method.
     pub method: String,
-    /// Tool name.
+    /// Tool name (the upstream's, once the gateway resolved it).
     pub tool: Option<String>,
+    /// The tool name the client called (as the virtual server exposes it), if recorded.
+    #[sqlx(default)]
+    pub exposed_tool: Option<String>,
     /// allowed / denied / would_deny / upstream_error / invalid.
     pub outcome: String,
     /// Why.

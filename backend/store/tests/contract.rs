@@ -202,6 +202,7 @@ fn audit_event(t: &Tenant, time_ms: i64, full: bool) -> AuditRow {
         upstream_server: some("search"),
         method: "tools/call".to_owned(),
         tool: some("search_docs"),
+        exposed_tool: some("docs__search_docs"),
         outcome: if full { "allowed" } else { "denied" }.to_owned(),
         reason: some("granted by role dev"),
         latency_us: 1234,

@@ -69,8 +69,14 @@ pub struct AuditEvent {
     pub upstream_server: Option<String>,
     /// JSON-RPC method (`tools/call`, ...), or the HTTP method for non-JSON-RPC requests.
     pub method: String,
-    /// Tool name for `tools/call`.
+    /// Tool name for `tools/call`: the upstream server's own name of the tool once the gateway
+    /// resolved it (what access policy, rate limits and data rules decide on), else the name the
+    /// client sent.
     pub tool: Option<String>,
+    /// For `tools/call`: the name the client called, as the virtual server exposes the tool (it
+    /// differs from `tool` when shaping renamed or prefixed it). Absent in events of older workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_tool: Option<String>,
     /// What became of it.
     pub outcome: Outcome,
     /// Why it was denied or failed, in words a user can act on.

@@ -201,8 +201,11 @@ pub struct AuditView {
     pub upstream_server: Option<String>,
     /// JSON-RPC method.
     pub method: String,
-    /// Tool.
+    /// Tool: the upstream server's own name of it (what the policy decided on).
     pub tool: Option<String>,
+    /// The tool name the client called, as the virtual server exposes it (differs from `tool` when
+    /// virtual-server shaping renamed or prefixed the tool).
+    pub exposed_tool: Option<String>,
     /// allowed, denied, would_deny (monitor mode), upstream_error or invalid.
     pub outcome: String,
     /// Why it was denied or failed.

@@ -211,6 +211,9 @@ struct UpState {
     waiting: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
     /// `Last-Event-ID` of every GET.
     gets: Mutex<Vec<Option<String>>>,
+    /// The trace context of every POST: `{ method, header, meta }` (the `traceparent` HTTP header and
+    /// `params._meta.traceparent`, `null` when absent).
+    traceparents: Mutex<Vec<Value>>,
 }
 
 impl FakeUpstream {
@@ -229,6 +232,7 @@ impl FakeUpstream {
             notes: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
             gets: Mutex::new(Vec::new()),
+            traceparents: Mutex::new(Vec::new()),
         });
         let router =
             Router::new().route("/mcp", post(up_post).delete(up_delete).get(up_get)).with_state(Arc::clone(&state));
@@ -269,6 +273,11 @@ impl FakeUpstream {
         self.state.gets.lock().unwrap().clone()
     }
 
+    /// The trace context of every POST received, in order (see `UpState::traceparents`).
+    pub fn traceparents(&self) -> Vec<Value> {
+        self.state.traceparents.lock().unwrap().clone()
+    }
+
     /// Forgets every session, as a restarted server would.
     pub fn forget_sessions(&self) {
         self.state.live.lock().unwrap().clear();
@@ -280,6 +289,11 @@ async fn up_post(State(state): State<Arc<UpState>>, headers: HeaderMap, Json(msg
         state.saw_authorization.store(true, Ordering::SeqCst);
     }
     let method = msg["method"].as_str().unwrap_or_default();
+    state.traceparents.lock().unwrap().push(json!({
+        "method": method,
+        "header": headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        "meta": msg.pointer("/params/_meta/traceparent"),
+    }));
     let id = msg.get("id").cloned();
     if method == "initialize" {
         let n = state.sessions_opened.fetch_add(1, Ordering::SeqCst) + 1;

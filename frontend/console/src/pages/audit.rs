@@ -75,6 +75,16 @@ pub fn AuditPage() -> impl IntoView {
     }
 }
 
+/// The tool column: the name the client called, with the upstream's own name beside it when
+/// virtual-server shaping renamed or prefixed the tool.
+fn tool_cell(exposed: Option<String>, upstream: Option<String>) -> String {
+    match (exposed, upstream) {
+        (Some(exposed), Some(upstream)) if exposed != upstream => format!("{exposed} (upstream: {upstream})"),
+        (_, Some(tool)) | (Some(tool), None) => tool,
+        (None, None) => "—".into(),
+    }
+}
+
 fn audit_row(e: AuditView) -> impl IntoView {
     let client = match (e.client_name, e.client_version) {
         (Some(n), Some(v)) => format!("{n} {v}"),
@@ -82,6 +92,7 @@ fn audit_row(e: AuditView) -> impl IntoView {
         _ => "—".into(),
     };
     let outcome_class = format!("badge {}", e.outcome.replace('_', "-"));
+    let tool = tool_cell(e.exposed_tool, e.tool);
     view! {
         <tr>
             <td class="nowrap">{fmt_time(e.time_ms).trim_end_matches(" UTC").to_owned()}</td>
@@ -92,7 +103,7 @@ fn audit_row(e: AuditView) -> impl IntoView {
             <td>
                 <code>{e.method}</code>
             </td>
-            <td class="nowrap">{or_dash(e.tool)}</td>
+            <td class="nowrap" data-testid="audit-tool">{tool}</td>
             <td>
                 <span class=outcome_class>{e.outcome}</span>
             </td>
@@ -102,5 +113,20 @@ fn audit_row(e: AuditView) -> impl IntoView {
             </td>
             <td class="num">{fmt_latency(e.latency_us)}</td>
         </tr>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tool_cell;
+
+    #[test]
+    fn the_tool_column_shows_both_names_when_they_differ() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(tool_cell(some("add-forty"), some("get-sum")), "add-forty (upstream: get-sum)");
+        assert_eq!(tool_cell(some("echo"), some("echo")), "echo");
+        // Events of workers that did not record the exposed name.
+        assert_eq!(tool_cell(None, some("echo")), "echo");
+        assert_eq!(tool_cell(None, None), "—");
     }
 }
