@@ -131,6 +131,25 @@ fn check(client: &str, out: &Value) {
     assert!(!out["ping"].is_null(), "{client}: {out}");
 }
 
+/// What a 2026-07-28 client must have seen: tools (the sampling tool is not offered, since the
+/// gateway declares no sampling capability upstream for such clients), a call, a long call with its
+/// progress on the request's stream, resources and prompts.
+fn check_2026(client: &str, out: &Value) {
+    assert_eq!(out["protocolVersion"], "2026-07-28", "{client}: the client adopted server/discover: {out}");
+    let tools: Vec<&str> = out["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(tools.contains(&"echo") && tools.contains(&"trigger-long-running-operation"), "{client}: {tools:?}");
+    assert!(!tools.contains(&"trigger-sampling-request"), "{client}: sampling is not relayed: {tools:?}");
+    assert!(out["echo"][0]["text"].as_str().unwrap().contains("hi from"), "{client}: echo: {out}");
+    let progress = out["long"]["progress"].as_array().unwrap();
+    assert!(progress.len() >= 2, "{client}: progress arrives on the request's stream: {out}");
+    assert!(out["long"]["content"][0]["text"].as_str().unwrap().contains("completed"), "{client}: {out}");
+    assert!(out["resources"].as_u64().unwrap() > 0, "{client}: {out}");
+    assert!(!out["read"].is_null(), "{client}: {out}");
+    let prompts: Vec<&str> = out["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(prompts.contains(&"simple-prompt"), "{client}: {prompts:?}");
+    assert!(out["prompt"].as_array().is_some_and(|m| !m.is_empty()), "{client}: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdk_clients_use_every_feature_through_the_gateway() {
     let (_everything, upstream_url) = start_everything();
@@ -145,11 +164,19 @@ async fn official_sdk_clients_use_every_feature_through_the_gateway() {
     }
     check("TypeScript", &ts);
 
+    // Pinned to the 2025 era ("legacy"): the walk answers a sampling request in the middle of a tool
+    // call, which only 2025-era clients can receive (GET stream / request stream relaying).
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/proxy_client.py");
-    let py = run_peer(python(), &[script.to_str().unwrap(), &endpoint, &token]).await;
-    eprintln!("Python SDK client: {py}");
-    assert_eq!(py["protocolVersion"], "2025-11-25", "the Python client fell back from server/discover");
+    let py = run_peer(python(), &[script.to_str().unwrap(), &endpoint, &token, "legacy"]).await;
+    eprintln!("Python SDK client (2025 era): {py}");
+    assert_eq!(py["protocolVersion"], "2025-11-25", "the Python client pinned to the handshake era");
     check("Python", &py);
+
+    // The same client in its default mode probes server/discover and speaks 2026-07-28 through the
+    // gateway, to the 2025-era server-everything behind it.
+    let modern = run_peer(python(), &[script.to_str().unwrap(), &endpoint, &token, "auto"]).await;
+    eprintln!("Python SDK client (2026-07-28): {modern}");
+    check_2026("Python 2026-07-28", &modern);
 
     inspector_cli(&endpoint, &token).await;
 }

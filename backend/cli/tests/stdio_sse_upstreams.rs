@@ -91,7 +91,14 @@ async fn walk(endpoint: &str, token: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/proxy_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(90),
-        tokio::process::Command::new(python()).arg(script).arg(endpoint).arg(token).kill_on_drop(true).output(),
+        // Pinned to the 2025 era: the walk answers a server-initiated sampling request.
+        tokio::process::Command::new(python())
+            .arg(script)
+            .arg(endpoint)
+            .arg(token)
+            .arg("legacy")
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .expect("the Python client hung")
@@ -195,8 +202,11 @@ async fn stdio_and_sse_servers_work_through_the_gateway_and_stdio_is_confined() 
     eprintln!("through the legacy SSE server: {out}");
     check("sse", &out);
 
-    // The stdio child's environment: only PATH and HOME of the worker's, none of its secrets.
-    let env = mcp_client(&stdio_endpoint, &token, json!([["call", "get-env", {}]])).await;
+    // The stdio child's environment: only PATH and HOME of the worker's, none of its secrets. Pinned
+    // to the 2025 era: the check below is that a client session's child ends with the session (its
+    // DELETE); a 2026-07-28 client has no session, and its pooled upstream session (with its child)
+    // lives until the worker forgets it (decision 0018).
+    let env = mcp_client_in(&stdio_endpoint, &token, json!([["call", "get-env", {}]]), "legacy").await;
     let text = env["results"][0]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(text.contains("PATH"), "get-env answered: {env}");
     for secret in [CANARY.1, ADMIN_PASSWORD, "GATEHOUSE_"] {

@@ -21,6 +21,7 @@ mod bundles;
 mod features;
 mod mcp;
 mod metrics;
+mod modern;
 mod ratelimit;
 mod relay;
 mod resp;

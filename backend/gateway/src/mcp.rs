@@ -1,4 +1,6 @@
-//! The MCP endpoint `/mcp/{tenant}/{virtual-server}` (Streamable HTTP, 2025-11-25 era).
+//! The MCP endpoint `/mcp/{tenant}/{virtual-server}` (Streamable HTTP, 2025-11-25 era; requests of
+//! the 2026-07-28 era leave for `modern.rs` after the body is parsed and come back to the same
+//! handlers below).
 //!
 //! Order of checks on a POST: route (503 no bundle, 404 unknown) → `Origin` (403) → bearer token
 //! (401 with the resource-metadata pointer) → body (413, 400 -32700/-32600) → protocol version (400
@@ -43,7 +45,7 @@ use crate::{Gateway, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, VERSI
 /// JSON-RPC code for an unknown session, as the official MCP SDKs use it (with HTTP 404).
 const SESSION_NOT_FOUND: i64 = -32001;
 /// JSON-RPC code of the 2026-07-28 era for an unsupported protocol version (with HTTP 400).
-const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Where 2026-07-28 clients put the protocol version of each request.
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Bound on list pages (`tools/list`, `resources/list`, ...) fetched from one upstream.
@@ -51,7 +53,7 @@ const MAX_LIST_PAGES: usize = 20;
 /// Client capabilities declared upstream: the server-to-client features the gateway relays.
 const RELAYED_CLIENT_CAPABILITIES: [&str; 3] = ["sampling", "elicitation", "roots"];
 /// `clientInfo` strings longer than this are cut before they reach the audit trail.
-const MAX_CLIENT_INFO_CHARS: usize = 200;
+pub(crate) const MAX_CLIENT_INFO_CHARS: usize = 200;
 
 /// Why a request cannot be routed to a tenant's virtual server.
 pub(crate) enum RouteError {
@@ -166,8 +168,11 @@ impl Record {
         self.event.user_email = Some(principal.email.clone());
     }
 
-    fn session(&mut self, session: &Session) {
-        self.event.session_id = Some(session.audit_id.clone());
+    pub(crate) fn session(&mut self, session: &Session) {
+        // A pooled session (2026-07-28 clients) is the worker's, not a client session: no id.
+        if !session.pooled {
+            self.event.session_id = Some(session.audit_id.clone());
+        }
         self.event.client_name.clone_from(&session.client_name);
         self.event.client_version.clone_from(&session.client_version);
         if let Some(trace) = &mut self.trace {
@@ -279,6 +284,9 @@ fn admit_session(
 ) -> Result<(Arc<VirtualServerRoute>, Arc<Session>), Box<Response>> {
     let Admitted { policy, route, principal } =
         admit(gw, tenant, vs, headers, record).map_err(|refusal| Box::new(refusal.response(gw, tenant, vs)))?;
+    if crate::modern::header_is_modern(headers) {
+        return Err(Box::new(crate::modern::method_not_allowed(&record.event.method.clone(), record)));
+    }
     if let Some(response) = version_refusal(headers, None, record) {
         return Err(Box::new(response));
     }
@@ -401,12 +409,15 @@ async fn handle_post(
             return rpc(StatusCode::BAD_REQUEST, error_response(None, code, &why, Some(ErrorCode::InvalidInput)));
         }
     };
-    let Message { id, method, params, result, error: failure, .. } = message;
     // Client responses (to server requests) have no method; audit them as such.
-    record.event.method = method.clone().unwrap_or_else(|| "response".to_owned());
-    record.trace(gw, method.as_deref(), id.as_ref(), params.as_ref());
+    record.event.method = message.method.clone().unwrap_or_else(|| "response".to_owned());
+    record.trace(gw, message.method.as_deref(), message.id.as_ref(), message.params.as_ref());
+    if crate::modern::is_modern(headers, &message) {
+        return crate::modern::handle(gw, &policy, &route, &principal, headers, message, record).await;
+    }
+    let Message { id, method, params, result, error: failure, .. } = message;
 
-    if let Some(why) = unsupported_version(headers, method.as_deref(), params.as_ref()) {
+    if let Some(why) = unsupported_version(headers, params.as_ref()) {
         record.outcome(Outcome::Invalid, why);
         let requested = requested_version(headers, params.as_ref());
         return rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id.as_ref(), requested));
@@ -460,7 +471,7 @@ async fn handle_post(
 /// The 400 -32022 answer to a request in a protocol version the gateway does not speak: `data`
 /// lists the versions we support and, when the request named one, echoes it as `requested`.
 fn unsupported_version_error(id: Option<&Id>, requested: Option<&str>) -> Value {
-    let mut data = json!({ "supported": SUPPORTED_PROTOCOL_VERSIONS });
+    let mut data = json!({ "supported": crate::modern::all_supported_versions() });
     if let Some(requested) = requested {
         data["requested"] = json!(requested);
     }
@@ -482,7 +493,7 @@ fn requested_version<'a>(headers: &'a HeaderMap, params: Option<&'a Value>) -> O
 
 /// The refusal of a GET or DELETE whose `MCP-Protocol-Version` the gateway does not speak.
 fn version_refusal(headers: &HeaderMap, id: Option<&Id>, record: &mut Record) -> Option<Response> {
-    let why = unsupported_version(headers, None, None)?;
+    let why = unsupported_version(headers, None)?;
     record.outcome(Outcome::Invalid, why);
     Some(rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id, requested_version(headers, None))))
 }
@@ -709,13 +720,9 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
 }
 
-/// Why the request speaks a protocol version this gateway does not, if it does. `server/discover`
-/// only exists from 2026-07-28 on, so it always counts: answering it with 400 -32022 is what makes
-/// such clients fall back to `initialize`.
-fn unsupported_version(headers: &HeaderMap, method: Option<&str>, params: Option<&Value>) -> Option<String> {
-    if method == Some("server/discover") {
-        return Some("server/discover probe of a 2026-07-28 or later client".to_owned());
-    }
+/// Why a 2025-era request speaks a protocol version this gateway does not, if it does (2026-07-28
+/// requests are told apart before, by `modern::is_modern`, and checked there).
+fn unsupported_version(headers: &HeaderMap, params: Option<&Value>) -> Option<String> {
     if let Some(value) = headers.get(&MCP_PROTOCOL_VERSION) {
         let version = value.to_str().unwrap_or("");
         if !SUPPORTED_PROTOCOL_VERSIONS.contains(&version) {
@@ -835,7 +842,7 @@ async fn initialize(
 /// The capabilities the gateway advertises: tools always; resources, prompts, completions and
 /// logging when at least one upstream offers them; each flag (`listChanged`, `subscribe`) when one
 /// of those upstreams sets it.
-fn merge_capabilities(upstreams: &[&Value]) -> Value {
+pub(crate) fn merge_capabilities(upstreams: &[&Value]) -> Value {
     fn offering<'a>(upstreams: &'a [&'a Value], name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         upstreams.iter().filter_map(move |c| c.get(name).filter(|v| !v.is_null()))
     }
@@ -935,6 +942,8 @@ fn session_of(
         && session.virtual_server == route.slug
         && session.user_id == principal.user_id
         && !session.expired(now)
+        // A pooled session (2026-07-28 clients) is never a client's `Mcp-Session-Id`.
+        && !session.pooled
         // A key that left the bundle (the end of a rotation) ends its sessions, cached or not.
         && policy.session_keys().iter().any(|k| k.id == session.key_id)
         // A tenant admin ended this user's (or every) session after it began.
@@ -966,7 +975,7 @@ fn condition_facts<'a>(record: &Record, session: &'a Session) -> gatehouse_bundl
     gatehouse_bundle::conditions::RequestFacts::new(record.client_ip, session.client_name.as_deref(), None)
 }
 
-async fn tools_list(
+pub(crate) async fn tools_list(
     gw: &Gateway,
     policy: &TenantPolicy,
     route: &VirtualServerRoute,
@@ -998,7 +1007,7 @@ async fn tools_list(
 }
 
 #[allow(clippy::too_many_arguments)] // the request's whole context; a struct would only rename it
-async fn tools_call(
+pub(crate) async fn tools_call(
     gw: &Gateway,
     policy: &Arc<TenantPolicy>,
     route: &VirtualServerRoute,
@@ -1207,12 +1216,35 @@ pub(crate) async fn forward_screened(
             if let Some(object) = response.as_object_mut() {
                 object.insert("id".to_owned(), json!(id));
             }
+            if session.pooled {
+                crate::modern::decorate(method, &mut response);
+            } else {
+                crate::modern::undecorate(&mut response);
+            }
             rpc(StatusCode::OK, response)
         }
         Ok(Answer::Stream(stream)) => {
             let mut record = record.detach();
             let (tx, rx) = relay::channel();
             let (gw, server, id) = (gw.clone(), server.to_owned(), id.clone());
+            // A 2026-07-28 client (pooled session) cannot be asked anything: the gateway answers
+            // the upstream's requests itself, on the same upstream session, so its call finishes.
+            let answer_upstream = session.pooled.then(|| {
+                let (gw, slot, url, method) = (gw.clone(), slot.clone(), url.clone(), method.to_owned());
+                move |request: &Value| {
+                    let Some(answer) = crate::modern::answer_for_server_request(request) else { return };
+                    debug!(method = %method, "answering an upstream's server request for a 2026-07-28 client");
+                    let (gw, slot, url) = (gw.clone(), slot.clone(), url.clone());
+                    tokio::spawn(async move {
+                        let none = json!({});
+                        let target = Target { slot: &slot, url: &url, capabilities: &none };
+                        if let Err(e) = gw.inner().upstreams.send(target, &answer).await {
+                            warn!("could not answer an upstream's server request: {e}");
+                        }
+                    });
+                }
+            });
+            let (decorate, pooled) = (method.to_owned(), session.pooled);
             tokio::spawn(async move {
                 let _in_flight = in_flight;
                 let timeout = gw.inner().upstreams.timeout();
@@ -1220,8 +1252,15 @@ pub(crate) async fn forward_screened(
                     if let Some((screen, subject)) = &screen {
                         screen.response(subject, message, &mut record);
                     }
+                    if pooled {
+                        crate::modern::decorate(&decorate, message);
+                    } else {
+                        crate::modern::undecorate(message);
+                    }
                 };
-                let end = relay::pump_post(stream, index, &server, &id, timeout, &tx, &mut on_answer).await;
+                let server_requests = answer_upstream.as_ref().map(|f| f as &(dyn Fn(&Value) + Send + Sync));
+                let end =
+                    relay::pump_post(stream, index, &server, &id, timeout, &tx, &mut on_answer, server_requests).await;
                 match end {
                     PostEnd::Answered(None) => record.outcome(Outcome::Allowed, None),
                     PostEnd::Answered(Some(message)) => {
@@ -1269,10 +1308,22 @@ async fn resolve(
 /// Lists every tool of every upstream of the virtual server (unfiltered), in upstream order, and
 /// remembers the name map in the session. The map holds ungranted tools too, so that calling one
 /// gets a policy denial rather than "unknown tool".
-async fn catalog(gw: &Gateway, route: &VirtualServerRoute, session: &Session) -> Result<Vec<Listed>, UpstreamFailure> {
+pub(crate) async fn catalog(
+    gw: &Gateway,
+    route: &VirtualServerRoute,
+    session: &Session,
+) -> Result<Vec<Listed>, UpstreamFailure> {
     let lists = list_all(gw, route, session, "tools", "tools/list", "tools").await?;
     let listed = merge(&route.shaping, lists, true);
     session.set_tools(listed.iter().map(|l| (l.exposed.clone(), l.route.clone())).collect());
+    if session.pooled {
+        // 2026-07-28 clients mirror `x-mcp-header` arguments of the schema they see in headers.
+        let mapped = listed.iter().filter_map(|l| {
+            let schema = l.tool.get("inputSchema")?;
+            gatehouse_core::headers::tool_param_headers(schema).ok().map(|h| (l.exposed.clone(), h))
+        });
+        session.set_tool_headers(mapped.collect());
+    }
     Ok(listed)
 }
 
@@ -1327,11 +1378,28 @@ async fn list_upstream(
         }
         match result.get("nextCursor").and_then(Value::as_str) {
             Some(cursor) => params = json!({ "cursor": cursor }),
-            None => return Ok(items),
+            None => {
+                remember_tools(gw, target, method, &items).await;
+                return Ok(items);
+            }
         }
     }
+    remember_tools(gw, target, method, &items).await;
     warn!(server, "{method} still had more pages after {MAX_LIST_PAGES}; using those");
     Ok(items)
+}
+
+/// After a 2026-07-28 upstream's `tools/list`: which arguments its tools mirror in `Mcp-Param-{X}`
+/// headers, for the calls the gateway forwards to it.
+async fn remember_tools(gw: &Gateway, target: Target<'_>, method: &str, items: &[Value]) {
+    if method != "tools/list" {
+        return;
+    }
+    if let Ok(upstream) = gw.inner().upstreams.established(target).await
+        && upstream.is_modern()
+    {
+        crate::modern::remember_tools(&upstream, items);
+    }
 }
 
 /// Merges the upstreams' tool (`tools` true) or prompt lists in order, naming them by the virtual
@@ -1495,13 +1563,12 @@ mod tests {
     #[test]
     fn protocol_versions() {
         let mut headers = HeaderMap::new();
-        assert!(unsupported_version(&headers, Some("tools/list"), None).is_none());
-        assert!(unsupported_version(&headers, Some("server/discover"), None).is_some());
+        assert!(unsupported_version(&headers, None).is_none());
         let meta = json!({ "_meta": { META_PROTOCOL_VERSION: "2026-07-28" } });
-        assert!(unsupported_version(&headers, Some("tools/list"), Some(&meta)).is_some());
+        assert!(unsupported_version(&headers, Some(&meta)).is_some());
         headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2025-06-18"));
-        assert!(unsupported_version(&headers, Some("tools/list"), None).is_none());
+        assert!(unsupported_version(&headers, None).is_none());
         headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_static("2026-07-28"));
-        assert!(unsupported_version(&headers, Some("tools/list"), None).is_some());
+        assert!(unsupported_version(&headers, None).is_some());
     }
 }

@@ -175,7 +175,10 @@ pub(crate) enum PostEnd {
 
 /// Relays the event stream `upstream` (upstream `index`'s answer to client request `id`) to `tx`
 /// until the response to `id`, the end, a failure, or the client's departure. Silence longer than
-/// `timeout` counts as a failure.
+/// `timeout` counts as a failure. With `server_requests`, requests of the upstream (sampling,
+/// elicitation, roots) are handed to it instead of reaching the client (a 2026-07-28 client, which
+/// cannot answer them).
+#[allow(clippy::too_many_arguments)] // the relay's whole context
 pub(crate) async fn pump_post(
     mut upstream: reqwest::Response,
     index: usize,
@@ -184,6 +187,7 @@ pub(crate) async fn pump_post(
     timeout: Duration,
     tx: &mpsc::Sender<Bytes>,
     on_answer: &mut (dyn FnMut(&mut Value) + Send),
+    server_requests: Option<&(dyn Fn(&Value) + Send + Sync)>,
 ) -> PostEnd {
     let mut parser = SseParser::new(MAX_EVENT_BYTES);
     // Once the upstream gives event ids, a stream that ends early can be resumed by the client.
@@ -216,9 +220,15 @@ pub(crate) async fn pump_post(
                 }
                 continue;
             }
-            let Some((mut message, answers)) =
-                serde_json::from_str(&event.data).ok().and_then(|m| from_upstream(index, m))
-            else {
+            let parsed: Option<Value> = serde_json::from_str(&event.data).ok();
+            if let (Some(handle), Some(request)) = (server_requests, parsed.as_ref())
+                && request.get("method").is_some()
+                && request.get("id").is_some()
+            {
+                handle(request);
+                continue;
+            }
+            let Some((mut message, answers)) = parsed.and_then(|m| from_upstream(index, m)) else {
                 debug!(server, "skipping an upstream event that is not for the client");
                 continue;
             };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use gatehouse_bundle::policy::VirtualServerRoute;
+use gatehouse_core::headers::ParamHeader;
 use gatehouse_core::jsonrpc::Id;
 use serde_json::Value;
 use tracing::debug;
@@ -64,6 +65,11 @@ pub(crate) struct Session {
     pub capabilities: Value,
     /// When `initialize` happened; the session expires [`seal::SESSION_LIFETIME_MS`] later.
     pub issued_at_ms: i64,
+    /// A pooled session serving 2026-07-28 clients (which have no session): it holds this
+    /// worker's upstream sessions for one tenant, virtual server, user and client application, is
+    /// never handed to a client, and is never usable as an `Mcp-Session-Id`
+    /// (`docs/decisions/0018-protocol-2026-07-28.md`).
+    pub pooled: bool,
     last_used_ms: AtomicI64,
     /// Upstream session ids sealed in the token, by server: other workers use these too, so this one
     /// never ends them when it merely forgets the session.
@@ -72,6 +78,9 @@ pub(crate) struct Session {
     upstreams: Mutex<HashMap<String, Arc<UpstreamSlot>>>,
     /// Exposed tool name → upstream tool, as of the latest `tools/list` of this session.
     tools: ArcSwap<HashMap<String, ToolRoute>>,
+    /// Exposed tool name → its `Mcp-Param-{X}` parameters (from the schema the client sees), as of
+    /// the latest `tools/list`; kept for pooled sessions only, whose clients mirror them in headers.
+    tool_headers: ArcSwap<HashMap<String, Vec<ParamHeader>>>,
     /// Exposed prompt name → upstream prompt, as of the latest `prompts/list`.
     prompts: ArcSwap<HashMap<String, ToolRoute>>,
     /// Resource URI → upstream server slug, as of the latest `resources/list`.
@@ -109,6 +118,7 @@ impl Session {
                 capabilities: upstream.capabilities(),
                 session_id: upstream.session_id,
                 protocol_version: upstream.protocol_version,
+                tool_headers: Default::default(),
             };
             slots.insert(upstream.server, Arc::new(tokio::sync::Mutex::new(Some(Arc::new(session)))));
         }
@@ -124,10 +134,49 @@ impl Session {
             protocol_version: claims.protocol_version,
             capabilities: claims.capabilities,
             issued_at_ms: claims.issued_at_ms,
+            pooled: false,
             last_used_ms: AtomicI64::new(now_ms()),
             sealed,
             upstreams: Mutex::new(slots),
             tools: ArcSwap::from_pointee(HashMap::new()),
+            tool_headers: ArcSwap::from_pointee(HashMap::new()),
+            prompts: ArcSwap::from_pointee(HashMap::new()),
+            resources: ArcSwap::from_pointee(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A pooled session (see [`Session::pooled`]) under cache key `key`: no sealed upstream
+    /// sessions, no relayed client capabilities (server-to-client requests cannot reach a
+    /// 2026-07-28 client), everything opened on demand on this worker.
+    #[allow(clippy::too_many_arguments)] // the pool key's parts, named
+    pub(crate) fn new_pooled(
+        key: String,
+        tenant: &str,
+        virtual_server: &str,
+        user_id: &str,
+        client_name: Option<String>,
+        client_version: Option<String>,
+        protocol_version: &str,
+    ) -> Self {
+        Self {
+            audit_id: seal::audit_id(&key),
+            id: key,
+            key_id: String::new(),
+            tenant: tenant.to_owned(),
+            virtual_server: virtual_server.to_owned(),
+            user_id: user_id.to_owned(),
+            client_name,
+            client_version,
+            protocol_version: protocol_version.to_owned(),
+            capabilities: Value::Object(serde_json::Map::new()),
+            issued_at_ms: now_ms(),
+            pooled: true,
+            last_used_ms: AtomicI64::new(now_ms()),
+            sealed: HashMap::new(),
+            upstreams: Mutex::new(HashMap::new()),
+            tools: ArcSwap::from_pointee(HashMap::new()),
+            tool_headers: ArcSwap::from_pointee(HashMap::new()),
             prompts: ArcSwap::from_pointee(HashMap::new()),
             resources: ArcSwap::from_pointee(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -185,6 +234,17 @@ impl Session {
     /// Replaces the tool map after a listing.
     pub(crate) fn set_tools(&self, tools: HashMap<String, ToolRoute>) {
         self.tools.store(Arc::new(tools));
+    }
+
+    /// The `Mcp-Param-{X}` parameters of exposed tool `name`, as of the latest listing (`None`: not
+    /// listed, or its annotations are invalid).
+    pub(crate) fn tool_headers(&self, name: &str) -> Option<Vec<ParamHeader>> {
+        self.tool_headers.load().get(name).cloned()
+    }
+
+    /// Replaces the `Mcp-Param-{X}` map after a listing.
+    pub(crate) fn set_tool_headers(&self, headers: HashMap<String, Vec<ParamHeader>>) {
+        self.tool_headers.store(Arc::new(headers));
     }
 
     fn touch(&self) {
@@ -256,6 +316,14 @@ impl SessionStore {
         let session = Arc::clone(self.map.entry(session.id.clone()).or_insert_with(|| Arc::new(session)).value());
         session.touch();
         session
+    }
+
+    /// The pooled session under `key` (2026-07-28 clients), made by `make` if this worker has none.
+    pub(crate) fn pooled(&self, key: &str, make: impl FnOnce() -> Session) -> Arc<Session> {
+        match self.get(key) {
+            Some(session) if session.pooled => session,
+            _ => self.insert(make()),
+        }
     }
 
     /// The cached session of this token, marking it used.

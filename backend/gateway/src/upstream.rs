@@ -49,9 +49,17 @@ pub(crate) struct UpstreamSession {
     pub protocol_version: String,
     /// The `capabilities` of the upstream's initialize result.
     pub capabilities: Value,
+    /// For a 2026-07-28 upstream: its tools' `Mcp-Param-{X}` parameters, from its latest `tools/list`.
+    pub tool_headers: std::sync::Mutex<std::collections::HashMap<String, Vec<gatehouse_core::headers::ParamHeader>>>,
 }
 
 impl UpstreamSession {
+    /// True for a 2026-07-28 upstream (found by the `server/discover` probe): spoken to with a
+    /// per-request `_meta` envelope and mirrored headers, without session (decision 0018).
+    pub(crate) fn is_modern(&self) -> bool {
+        crate::modern::MODERN_PROTOCOL_VERSIONS.contains(&self.protocol_version.as_str())
+    }
+
     /// True if the upstream advertised server capability `name` (`tools`, `resources`, ...).
     pub(crate) fn offers(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some_and(|c| !c.is_null())
@@ -102,6 +110,8 @@ pub(crate) struct Upstreams {
     /// Request ids the gateway uses upstream for its own requests (numbers); requests forwarded for
     /// a client carry a string id derived from the client's (see `relay`), so the two never mix.
     next_id: Arc<AtomicI64>,
+    /// Per upstream URL, the `server/discover` probe's verdict (decision 0018).
+    verdicts: crate::modern::Verdicts,
 }
 
 /// A message as sent upstream, serialised from borrowed parts so a retry needs no copy.
@@ -118,7 +128,7 @@ struct Outgoing<'a> {
 impl Upstreams {
     /// A client that bounds every exchange by `timeout`.
     pub(crate) fn new(http: reqwest::Client, timeout: Duration) -> Self {
-        Self { http, timeout, next_id: Arc::new(AtomicI64::new(1)) }
+        Self { http, timeout, next_id: Arc::new(AtomicI64::new(1)), verdicts: Default::default() }
     }
 
     /// The bound on one exchange (and, on streams, on the silence between two events).
@@ -184,6 +194,9 @@ impl Upstreams {
     ) -> Result<Option<reqwest::Response>, UpstreamError> {
         let work = async {
             let session = self.session(target, None).await?;
+            if session.is_modern() {
+                return Ok(None); // 2026-07-28 has no GET stream
+            }
             let mut request = match endpoint(target.url) {
                 Some(url) => self.http.get(url),
                 None => self.http.get(target.url),
@@ -218,6 +231,12 @@ impl Upstreams {
     /// upstream says it forgot it (404). Returns the successful response, unread.
     async fn post_on_session(&self, target: Target<'_>, body: Bytes) -> Result<reqwest::Response, UpstreamError> {
         let session = self.session(target, None).await?;
+        if session.is_modern() {
+            // No session to lose: the message goes in 2026-07-28 form, once.
+            let (body, headers) = crate::modern::upstream_message(&session, &body).map_err(UpstreamError::Protocol)?;
+            return self.post_with(target.url, Some(&session), body, headers).await;
+        }
+        let body = crate::modern::strip_private(body);
         match self.post(target.url, Some(&session), body.clone()).await {
             Err(UpstreamError::SessionExpired) => {
                 let session = self.session(target, Some(&session)).await?;
@@ -241,7 +260,11 @@ impl Upstreams {
         {
             return Ok(Arc::clone(existing));
         }
-        let fresh = Arc::new(self.initialize(target.url, target.capabilities).await?);
+        // A 2026-07-28 upstream (by its `server/discover` answer) needs no handshake.
+        let fresh = match self.probe(target.url).await? {
+            Some(modern) => Arc::new(modern),
+            None => Arc::new(self.initialize(target.url, target.capabilities).await?),
+        };
         *current = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
@@ -276,6 +299,7 @@ impl Upstreams {
             session_id,
             protocol_version: version,
             capabilities,
+            tool_headers: Default::default(),
         };
         let hop = crate::telemetry::Hop::start("notifications/initialized", url, None, None);
         let body = encode(None, "notifications/initialized", hop.params(None))?;
@@ -291,6 +315,17 @@ impl Upstreams {
         session: Option<&UpstreamSession>,
         body: Bytes,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.post_with(url, session, body, http::HeaderMap::new()).await
+    }
+
+    /// [`Upstreams::post`] with `extra` headers (a 2026-07-28 request's mirrored headers).
+    async fn post_with(
+        &self,
+        url: &str,
+        session: Option<&UpstreamSession>,
+        body: Bytes,
+        extra: http::HeaderMap,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let request = match endpoint(url) {
             Some(parsed) => self.http.post(parsed),
             // Unparsable: reqwest reports it as before.
@@ -299,6 +334,9 @@ impl Upstreams {
         let mut request = request.header(CONTENT_TYPE, JSON).header(ACCEPT, JSON_OR_SSE).body(body);
         if let Some(s) = session {
             request = with_session(request, s);
+        }
+        if !extra.is_empty() {
+            request = request.headers(extra);
         }
         request = crate::telemetry::propagate(request, session.and_then(|s| s.session_id.as_deref()));
         let response = request.send().await.map_err(unreachable)?;
@@ -310,6 +348,28 @@ impl Upstreams {
             return Err(UpstreamError::Status(status.as_u16()));
         }
         Ok(response)
+    }
+
+    /// The `server/discover` probe of the upstream at `url`, from the verdict cache while it is
+    /// fresh: `Some` session (no handshake, no id) for a 2026-07-28 server, `None` for any other
+    /// answer (then `initialize` follows, as before). A network failure is not a verdict: it fails.
+    async fn probe(&self, url: &str) -> Result<Option<UpstreamSession>, UpstreamError> {
+        if let Some(verdict) = self.verdicts.get(url) {
+            return Ok(verdict.map(|capabilities| crate::modern::upstream_session(url, capabilities)));
+        }
+        let id = Value::from(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (body, headers) = crate::modern::discover_request(&id).map_err(UpstreamError::Protocol)?;
+        let hop = crate::telemetry::Hop::start("server/discover", url, Some(&id), None);
+        let response = hop.run(self.post_with(url, None, body, headers)).await;
+        let answer = match response {
+            Ok(response) => read_answer(response, &id).await.ok(),
+            Err(UpstreamError::Unreachable(why)) => return Err(UpstreamError::Unreachable(why)),
+            Err(_) => None,
+        };
+        let verdict = crate::modern::verdict(answer.as_ref());
+        debug!(url, modern = verdict.0.is_some(), "server/discover probe");
+        self.verdicts.put(url, verdict.0.clone(), verdict.1);
+        Ok(verdict.0.map(|capabilities| crate::modern::upstream_session(url, capabilities)))
     }
 
     /// Ends an upstream session (HTTP DELETE), best effort.

@@ -194,20 +194,7 @@ async fn authentication_sessions_and_protocol_errors() {
     elsewhere.session = alice.session.clone();
     assert_eq!(elsewhere.request("ping", json!({})).await.status, 404);
 
-    // A 2026-07-28 client's probe, and an unsupported version header.
-    let probe = gw
-        .client("dev", Some(ALICE))
-        .post_raw(
-            r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#,
-            &[("mcp-protocol-version", "2026-07-28")],
-        )
-        .await;
-    assert_eq!((probe.status, probe.rpc_code()), (400, Some(-32022)));
-    assert_eq!(probe.body["error"]["message"], "Unsupported protocol version");
-    assert_eq!(
-        probe.body["error"]["data"],
-        json!({"supported": ["2025-11-25", "2025-06-18", "2025-03-26"], "requested": "2026-07-28"})
-    );
+    // An unsupported version header (2026-07-28 clients are tested in `protocol_2026.rs`).
     let bad_header = gw
         .client("dev", Some(ALICE))
         .post_raw(
@@ -216,7 +203,11 @@ async fn authentication_sessions_and_protocol_errors() {
         )
         .await;
     assert_eq!((bad_header.status, bad_header.rpc_code()), (400, Some(-32022)));
-    assert_eq!(bad_header.body["error"]["data"]["requested"], "1999-01-01");
+    assert_eq!(bad_header.body["error"]["message"], "Unsupported protocol version");
+    assert_eq!(
+        bad_header.body["error"]["data"],
+        json!({"supported": ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"], "requested": "1999-01-01"})
+    );
 
     // Malformed bodies.
     for (body, code) in [

@@ -1,9 +1,9 @@
 //! The HTTP header rules of MCP 2026-07-28 (Streamable HTTP, "Request Metadata", SEP-2243): the
 //! headers a client mirrors from the JSON-RPC body, and the server-side check that they agree with it.
 //!
-//! The gateway does not accept 2026-07-28 clients yet; this module is the validation it will run for
-//! them, and the encoding it will use when it speaks to a 2026-07-28 upstream. It is pure: no I/O, no
-//! state, the tool schemas come from the caller.
+//! The gateway runs this validation for 2026-07-28 clients and uses this encoding when it speaks to a
+//! 2026-07-28 upstream (`backend/gateway/src/modern.rs`, `docs/decisions/0018-protocol-2026-07-28.md`).
+//! It is pure: no I/O, no state, the tool schemas come from the caller.
 //!
 //! Source: `docs/specification/2026-07-28/basic/transports/streamable-http.mdx` and
 //! `docs/specification/2026-07-28/server/tools.mdx` of the MCP specification repository. The rules

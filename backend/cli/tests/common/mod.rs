@@ -210,10 +210,23 @@ impl Gql {
 /// Runs the official Python MCP SDK client (`tests/peers/mcp_client.py`) against `url` with `token`
 /// and the given steps; returns what it printed (see the script for the format).
 pub async fn mcp_client(url: &str, token: &str, steps: Value) -> Value {
+    mcp_client_in(url, token, steps, "auto").await
+}
+
+/// [`mcp_client`] with the client's `mode`: `"auto"` (its default: MCP 2026-07-28 through the
+/// gateway) or `"legacy"` (pinned to the 2025 era: handshake, session, DELETE at the end).
+#[allow(dead_code)] // not every test binary pins the era
+pub async fn mcp_client_in(url: &str, token: &str, steps: Value, mode: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/mcp_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(python()).arg(script).arg(url).arg(token).arg(steps.to_string()).output(),
+        tokio::process::Command::new(python())
+            .arg(script)
+            .arg(url)
+            .arg(token)
+            .arg(steps.to_string())
+            .arg(mode)
+            .output(),
     )
     .await
     .expect("the Python MCP client hung")

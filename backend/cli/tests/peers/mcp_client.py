@@ -1,6 +1,8 @@
 """A real MCP client (the official Python SDK) driven by Gatehouse's end-to-end tests.
 
-Usage: mcp_client.py URL TOKEN STEPS_JSON
+Usage: mcp_client.py URL TOKEN STEPS_JSON [MODE]
+MODE is the client's `mode` ("auto" by default: it probes server/discover and speaks MCP 2026-07-28
+through the gateway; "legacy" pins the 2025 era's initialize handshake and session).
 STEPS_JSON is a list of steps: ["list"], ["list_full"] (whole tool definitions), ["call", NAME, ARGS], ["mark"] (prints the results so far as
 one JSON line and flushes, so a test can act while this session stays open), or
 ["list_until", NAME, SECONDS] (lists tools in the same session until NAME appears). Prints one JSON object:
@@ -19,13 +21,13 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 
-async def main(url: str, token: str, steps: list) -> dict:
+async def main(url: str, token: str, steps: list, mode: str = "auto") -> dict:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
     out: dict = {"results": []}
     async with http:
         transport = streamable_http_client(url, http_client=http)
         # No response cache: the tests check that policy changes show up at once.
-        async with Client(transport, cache=None, read_timeout_seconds=20) as client:
+        async with Client(transport, mode=mode, cache=None, read_timeout_seconds=20) as client:
             out["protocolVersion"] = client.protocol_version
             info = client.server_info
             out["serverInfo"] = info.model_dump(mode="json") if info is not None else None
@@ -66,4 +68,5 @@ async def main(url: str, token: str, steps: list) -> dict:
 
 if __name__ == "__main__":
     url, token, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    print(json.dumps(asyncio.run(main(url, token, steps))))
+    mode = sys.argv[4] if len(sys.argv) > 4 else "auto"
+    print(json.dumps(asyncio.run(main(url, token, steps, mode))))
