@@ -56,7 +56,14 @@ struct Log {
 
 impl Log {
     fn new(reader: mpsc::Sender<Event>) -> Self {
-        Self { events: VecDeque::new(), next: 1, reader: Some(reader), generation: 0, finished: false, quiet_since: None }
+        Self {
+            events: VecDeque::new(),
+            next: 1,
+            reader: Some(reader),
+            generation: 0,
+            finished: false,
+            quiet_since: None,
+        }
     }
 
     fn live(&self) -> bool {

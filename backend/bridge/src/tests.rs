@@ -333,7 +333,8 @@ async fn a_request_whose_reader_went_away_resumes_after_its_last_event() {
     .expect("the resumed stream ends after the answer");
     let events = sse_events(&body);
     let methods: Vec<&str> = events.iter().map(|(_, m)| m["method"].as_str().unwrap_or("(response)")).collect();
-    let all: Vec<&str> = first.iter().map(|(_, m)| m["method"].as_str().unwrap_or("(response)")).chain(methods).collect();
+    let all: Vec<&str> =
+        first.iter().map(|(_, m)| m["method"].as_str().unwrap_or("(response)")).chain(methods).collect();
     assert_eq!(all, ["notifications/progress", "sampling/createMessage", "notifications/progress", "(response)"]);
     assert_eq!(events.last().unwrap().1["result"]["sampled"]["text"], "late");
     let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
