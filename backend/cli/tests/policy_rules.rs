@@ -485,59 +485,6 @@ async fn the_kill_switch_stops_a_tool_a_user_and_a_server_even_in_monitor_mode()
     );
 }
 
-/// One MCP session over plain HTTP: initialize, initialized, then `tools/call`s; each call answers
-/// (HTTP status, Retry-After header, JSON body).
-struct RawSession {
-    http: reqwest::Client,
-    endpoint: String,
-    token: String,
-    session: String,
-}
-
-impl RawSession {
-    /// `None` while the gateway does not know the token yet (the bundle is on its way).
-    async fn open(endpoint: &str, token: &str) -> Option<RawSession> {
-        let http = reqwest::Client::new();
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-        let resp = http
-            .post(endpoint)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&init)
-            .send()
-            .await
-            .unwrap();
-        if resp.status() != 200 {
-            return None;
-        }
-        let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-        let s = RawSession { http, endpoint: endpoint.to_owned(), token: token.to_owned(), session };
-        s.post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
-        Some(s)
-    }
-
-    async fn post(&self, body: Value) -> (u16, Option<String>, Value) {
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(&self.token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-        (status, retry, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn call(&self, tool: &str, arguments: Value) -> (u16, Option<String>, Value) {
-        self.post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_from_graphql_answer_429_with_retry_after() {
     let (_everything, upstream_url) = start_everything();
@@ -593,42 +540,23 @@ async fn rate_limits_from_graphql_answer_429_with_retry_after() {
     assert_eq!(code, "NOT_FOUND");
 }
 
-/// Initializes a session as `token`: its `Mcp-Session-Id`. A token created a moment ago is 401
+/// Initializes a session as `token`: its `Mcp-Session-Id`. A token created a moment ago is refused
 /// until the bundle with it reaches the worker: that wait is bounded.
 async fn open_session(endpoint: &str, token: &str) -> String {
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let resp = reqwest::Client::new()
-            .post(endpoint)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&init)
-            .send()
-            .await
-            .unwrap();
-        match resp.status().as_u16() {
-            200 => return resp.headers()["mcp-session-id"].to_str().unwrap().to_owned(),
-            401 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => panic!("initialize: HTTP {other}: {}", resp.text().await.unwrap_or_default()),
+        if let Some(s) = RawSession::open(endpoint, token).await {
+            return s.session;
         }
+        assert!(Instant::now() < deadline, "the gateway never accepted the token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The HTTP status of `tools/list` in session `session` as `token`.
 async fn list_status(endpoint: &str, token: &str, session: &str) -> u16 {
-    reqwest::Client::new()
-        .post(endpoint)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let s = RawSession::resume(endpoint, token, session);
+    s.post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await.0
 }
 
 /// Waits (bounded) until `session` is refused with 404, as every worker does once the bundle says so.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WORKER_TOKEN: &str = "shared-limits-worker-token";
 
@@ -39,58 +39,6 @@ fn redis_server() -> (Proc, u16) {
     let proc = Proc(child);
     wait_for_tcp(port, "redis-server");
     (proc, port)
-}
-
-struct Session {
-    http: reqwest::Client,
-    endpoint: String,
-    token: String,
-    id: String,
-}
-
-impl Session {
-    /// `None` while the worker does not know the token yet.
-    async fn open(endpoint: &str, token: &str) -> Option<Session> {
-        let http = reqwest::Client::new();
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-        let resp = http
-            .post(endpoint)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&init)
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != 200 {
-            return None;
-        }
-        let id = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
-        let s = Session { http, endpoint: endpoint.to_owned(), token: token.to_owned(), id };
-        s.post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
-        Some(s)
-    }
-
-    async fn post(&self, body: Value) -> (u16, Option<String>, Value) {
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .bearer_auth(&self.token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.id)
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-        (status, retry, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn echo(&self) -> (u16, Option<String>, Value) {
-        self.post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}}))
-            .await
-    }
 }
 
 async fn metric(worker: &str, name: &str) -> Option<f64> {
@@ -170,7 +118,7 @@ async fn two_gateway_processes_share_a_limit_through_redis() {
         let endpoint = format!("{url}/mcp/acme/dev");
         let deadline = Instant::now() + Duration::from_secs(30);
         let session = loop {
-            if let Some(s) = Session::open(&endpoint, &token).await {
+            if let Some(s) = RawSession::open(&endpoint, &token).await {
                 break s;
             }
             assert!(Instant::now() < deadline, "worker {url} never served the new token");
@@ -181,11 +129,11 @@ async fn two_gateway_processes_share_a_limit_through_redis() {
 
     // Four calls in all, alternating between the two processes; then both refuse.
     for i in 0..4 {
-        let (status, _, body) = sessions[i % 2].echo().await;
+        let (status, _, body) = sessions[i % 2].call("echo", json!({"message": "hi"})).await;
         assert_eq!(status, 200, "call {i}: {body}");
     }
     for s in [&sessions[0], &sessions[1]] {
-        let (status, retry, body) = s.echo().await;
+        let (status, retry, body) = s.call("echo", json!({"message": "hi"})).await;
         assert_eq!(status, 429, "{body}");
         let retry: u64 = retry.expect("Retry-After").parse().unwrap();
         assert!((1..=900).contains(&retry), "the next token is due within 15 min: {retry}");

@@ -296,3 +296,67 @@ pub async fn globex_admin(admin: &Gql, control: &str) -> Gql {
         .await;
     Gql::sign_in(control, "root@globex.test", "globex-password-1").await
 }
+
+/// One MCP session over plain HTTP: initialize, initialized, then `tools/call`s; each call answers
+/// (HTTP status, Retry-After header, JSON body).
+pub struct RawSession {
+    http: reqwest::Client,
+    endpoint: String,
+    token: String,
+    /// Its `Mcp-Session-Id`.
+    pub session: String,
+}
+
+impl RawSession {
+    /// `None` while the gateway does not know the token yet (the bundle is on its way).
+    pub async fn open(endpoint: &str, token: &str) -> Option<RawSession> {
+        let http = reqwest::Client::new();
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+        let resp = http
+            .post(endpoint)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            return None;
+        }
+        let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let s = RawSession { http, endpoint: endpoint.to_owned(), token: token.to_owned(), session };
+        s.post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        Some(s)
+    }
+
+    /// A session opened before (by id), to send more requests in it.
+    pub fn resume(endpoint: &str, token: &str, session: &str) -> RawSession {
+        RawSession {
+            http: reqwest::Client::new(),
+            endpoint: endpoint.to_owned(),
+            token: token.to_owned(),
+            session: session.to_owned(),
+        }
+    }
+
+    pub async fn post(&self, body: Value) -> (u16, Option<String>, Value) {
+        let resp = self
+            .http
+            .post(&self.endpoint)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        (status, retry, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn call(&self, tool: &str, arguments: Value) -> (u16, Option<String>, Value) {
+        self.post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})).await
+    }
+}
