@@ -284,6 +284,34 @@ async fn the_draft_is_replayed_against_recent_tool_calls() {
 }
 
 #[tokio::test]
+async fn the_replay_judges_conditions_with_each_calls_client_application() {
+    on_both("draft_replay_conditions", |store| async move {
+        let (cp, admin) = setup(store).await;
+        let s = cp.services();
+        let acme = cp.store().tenant_by_slug("acme").await.unwrap().unwrap();
+        let alice = user_id(&cp, "acme", "alice@acme.test").await;
+        let mut events = Vec::new();
+        for (n, client) in ["cursor", "cursor", "other"].into_iter().enumerate() {
+            let mut e = call(&acme.id, n, &alice, "add", "denied", 1000);
+            e.client_name = Some(client.into());
+            events.push(e);
+        }
+        cp.store().insert_audit_events(&events).await.unwrap();
+        s.set_publishing_mode(&admin, "acme", "reviewed").await.unwrap();
+        // The draft allows `add` only from Cursor.
+        let rule: RuleInput = serde_json::from_value(json!({
+            "server": "tools", "effect": "allow", "tools": "add", "condition": "client.app == 'cursor'",
+        }))
+        .unwrap();
+        s.add_rule(&admin, "acme", "dev", &rule).await.unwrap();
+        let r = s.policy_draft(&admin, "acme").await.unwrap().replay;
+        assert_eq!(r.events, 3);
+        assert_eq!((r.now_allowed, r.now_denied), (2, 0), "the two Cursor calls would now pass, the other not: {r:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn rollback_republishes_an_earlier_revision_with_a_higher_sequence_and_keeps_the_draft() {
     on_both("rollback", |store| async move {
         let (cp, admin) = setup(store).await;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use gatehouse_bundle::conditions::RequestFacts;
 use gatehouse_bundle::format::{self, Content};
 use gatehouse_bundle::{Bundle, Decision, DenyKind, Listing, Manifest, SCHEMA_VERSION, TenantPolicy};
 use gatehouse_core::rules::PolicyMode;
@@ -95,13 +96,21 @@ fn rule_in(content: &Content, id: &str) -> Option<format::Rule> {
     content.roles.iter().flat_map(|r| &r.rules).find(|r| r.id == id).cloned()
 }
 
-fn replay_one(policy: &TenantPolicy, content: &Content, vs: &str, user: &str, server: &str, tool: &str) -> Replayed {
+/// One audited call judged again by `policy`, with what the audit event knows of the request (its
+/// time and client application; not the client address, which events do not keep, so conditions on
+/// `client.ip` fail closed here as they do for an unknown address).
+fn replay_one(
+    policy: &TenantPolicy,
+    content: &Content,
+    facts: &RequestFacts<'_>,
+    (vs, user, server, tool): (&str, &str, &str, &str),
+) -> Replayed {
     let Some(route) = policy.virtual_server(vs) else { return Replayed::Deny };
     if !route.upstreams.iter().any(|(s, _)| s == server) {
         return Replayed::Deny;
     }
     let monitor = route.mode == PolicyMode::Monitor;
-    match policy.authorize_tool(user, server, tool) {
+    match policy.authorize_tool_in(facts, user, server, tool) {
         Decision::Allow { constrained: false, .. } => Replayed::Allow,
         Decision::Allow { constrained: true, .. } if monitor => Replayed::Allow,
         Decision::Allow { rule, .. } => Replayed::Arguments(rule_in(content, &rule)),
@@ -216,8 +225,10 @@ impl Services {
                     continue;
                 };
                 let vs = e.virtual_server.as_str();
-                let before = replay_one(&run_policy, &running, vs, user, server, tool);
-                let after = replay_one(&draft_policy, &draft, vs, user, server, tool);
+                let facts = RequestFacts::new(None, e.client_name.as_deref(), Some(e.time_ms));
+                let call = (vs, user.as_str(), server.as_str(), tool.as_str());
+                let before = replay_one(&run_policy, &running, &facts, call);
+                let after = replay_one(&draft_policy, &draft, &facts, call);
                 let shown = email.get(user.as_str()).map(|e| (*e).to_owned()).or_else(|| e.user_email.clone());
                 let shown = shown.unwrap_or_else(|| user.clone());
                 let key = (shown.clone(), vs.to_owned(), server.clone(), tool.clone());
