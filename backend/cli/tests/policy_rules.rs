@@ -367,15 +367,7 @@ async fn data_classification_rules_reach_the_gateway_by_server_label() {
 
 /// POSTs `initialize` to the gateway with a bearer token: (HTTP status, JSON body).
 async fn raw_initialize(endpoint: &str, token: &str) -> (u16, Value) {
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}});
-    let resp = reqwest::Client::new()
-        .post(endpoint)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&init)
-        .send()
-        .await
-        .unwrap();
+    let resp = RawSession::initialize(&reqwest::Client::new(), endpoint, token).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }

@@ -308,18 +308,22 @@ pub struct RawSession {
 }
 
 impl RawSession {
-    /// `None` while the gateway does not know the token yet (the bundle is on its way).
-    pub async fn open(endpoint: &str, token: &str) -> Option<RawSession> {
-        let http = reqwest::Client::new();
+    /// POSTs a 2025-11-25 `initialize` as `token`; the answer, unread.
+    pub async fn initialize(http: &reqwest::Client, endpoint: &str, token: &str) -> reqwest::Response {
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-        let resp = http
-            .post(endpoint)
+        http.post(endpoint)
             .bearer_auth(token)
             .header("accept", "application/json, text/event-stream")
             .json(&init)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `None` while the gateway does not know the token yet (the bundle is on its way).
+    pub async fn open(endpoint: &str, token: &str) -> Option<RawSession> {
+        let http = reqwest::Client::new();
+        let resp = Self::initialize(&http, endpoint, token).await;
         if resp.status() != 200 {
             return None;
         }
