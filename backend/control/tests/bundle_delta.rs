@@ -8,27 +8,12 @@ use std::time::{Duration, Instant};
 
 use gatehouse_bundle::wire::{self, DeltaAnswer, Held};
 use gatehouse_bundle::{KeyRing, SigningKey};
-use gatehouse_control::{Actor, ControlConfig, ControlPlane, gateways};
+use gatehouse_control::{Actor, ControlPlane, gateways};
 use gatehouse_store::testing::TestDb;
 use serde_json::{Value, json};
 
-fn config() -> ControlConfig {
-    ControlConfig {
-        gateway_public_url: "http://gw.test".into(),
-        public_url: "http://cp.test".into(),
-        worker_token: "worker-secret".into(),
-        group: "default".into(),
-        secure_cookies: false,
-    }
-}
-
-async fn serve(cp: &ControlPlane) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = cp.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
+mod common;
+use common::{config, serve};
 
 async fn plane(db: &TestDb, key: &SigningKey) -> (ControlPlane, Actor) {
     let cp = ControlPlane::new(config(), db.store.clone(), key.clone()).await.unwrap();

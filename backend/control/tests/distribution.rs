@@ -10,32 +10,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gatehouse_bundle::SigningKey;
-use gatehouse_control::{ControlConfig, ControlPlane};
+use gatehouse_control::ControlPlane;
 use gatehouse_gateway::{Gateway, GatewayConfig, WorkerOptions};
 use gatehouse_store::Store;
 use gatehouse_store::testing::TestDb;
 
+mod common;
+use common::{config, serve};
+
 const TENANT: &str = "acme";
 /// Upper bound for anything to converge; generous, a bounded wait rather than a timing claim.
 const CONVERGE: Duration = Duration::from_secs(30);
-
-fn config() -> ControlConfig {
-    ControlConfig {
-        gateway_public_url: "http://gw.test".into(),
-        public_url: "http://cp.test".into(),
-        worker_token: "worker-secret".into(),
-        group: "default".into(),
-        secure_cookies: false,
-    }
-}
-
-async fn serve(cp: &ControlPlane) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = cp.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
 
 struct Worker {
     id: String,

@@ -2,30 +2,15 @@
 //! what each tenant sees of them, and signing-key rotation; on SQLite and on PostgreSQL.
 
 use gatehouse_bundle::{KeyRing, SignedBundle, SigningKey};
-use gatehouse_control::{Actor, ControlConfig, ControlPlane, gateways};
+use gatehouse_control::{Actor, ControlPlane, gateways};
 use gatehouse_core::ErrorCode;
 use gatehouse_core::gateways::MAX_REPORT_TENANTS;
 use gatehouse_store::testing::TestDb;
 use gatehouse_store::{Store, WorkerReport};
 use serde_json::{Value, json};
 
-fn config() -> ControlConfig {
-    ControlConfig {
-        gateway_public_url: "http://gw.test".into(),
-        public_url: "http://cp.test".into(),
-        worker_token: "worker-secret".into(),
-        group: "default".into(),
-        secure_cookies: false,
-    }
-}
-
-async fn serve(cp: &ControlPlane) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = cp.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
+mod common;
+use common::{config, serve};
 
 async fn plane(store: Store, key: &SigningKey) -> (ControlPlane, Actor) {
     let cp = ControlPlane::new(config(), store, key.clone()).await.unwrap();

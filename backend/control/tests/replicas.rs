@@ -4,27 +4,12 @@
 use std::time::{Duration, Instant};
 
 use gatehouse_bundle::SigningKey;
-use gatehouse_control::{ControlConfig, ControlPlane};
+use gatehouse_control::ControlPlane;
 use gatehouse_store::Store;
 use gatehouse_store::testing::TestDb;
 
-fn config() -> ControlConfig {
-    ControlConfig {
-        gateway_public_url: "http://gw.test".into(),
-        public_url: "http://cp.test".into(),
-        worker_token: "worker-secret".into(),
-        group: "default".into(),
-        secure_cookies: false,
-    }
-}
-
-async fn serve(cp: &ControlPlane) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = cp.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
+mod common;
+use common::{config, serve};
 
 /// One long-poll as a worker makes it: returns the status, the ETag and the time it took.
 async fn poll(http: &reqwest::Client, base: &str, etag: Option<&str>, wait: u64) -> (u16, String, Duration) {
