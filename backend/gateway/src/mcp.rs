@@ -420,7 +420,10 @@ async fn handle_post(
     if let Some(why) = unsupported_version(headers, params.as_ref()) {
         record.outcome(Outcome::Invalid, why);
         let requested = requested_version(headers, params.as_ref());
-        return rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id.as_ref(), requested));
+        return rpc(
+            StatusCode::BAD_REQUEST,
+            unsupported_version_error(id.as_ref(), requested.map(Value::from).as_ref()),
+        );
     }
 
     if let (Some("initialize"), Some(id)) = (method.as_deref(), id.as_ref()) {
@@ -470,10 +473,10 @@ async fn handle_post(
 
 /// The 400 -32022 answer to a request in a protocol version the gateway does not speak: `data`
 /// lists the versions we support and, when the request named one, echoes it as `requested`.
-fn unsupported_version_error(id: Option<&Id>, requested: Option<&str>) -> Value {
+pub(crate) fn unsupported_version_error(id: Option<&Id>, requested: Option<&Value>) -> Value {
     let mut data = json!({ "supported": crate::modern::all_supported_versions() });
     if let Some(requested) = requested {
-        data["requested"] = json!(requested);
+        data["requested"] = requested.clone();
     }
     json!({
         "jsonrpc": "2.0",
@@ -495,7 +498,10 @@ fn requested_version<'a>(headers: &'a HeaderMap, params: Option<&'a Value>) -> O
 fn version_refusal(headers: &HeaderMap, id: Option<&Id>, record: &mut Record) -> Option<Response> {
     let why = unsupported_version(headers, None)?;
     record.outcome(Outcome::Invalid, why);
-    Some(rpc(StatusCode::BAD_REQUEST, unsupported_version_error(id, requested_version(headers, None))))
+    Some(rpc(
+        StatusCode::BAD_REQUEST,
+        unsupported_version_error(id, requested_version(headers, None).map(Value::from).as_ref()),
+    ))
 }
 
 /// A client notification: `notifications/cancelled` goes to the upstream serving that request,
@@ -1216,11 +1222,7 @@ pub(crate) async fn forward_screened(
             if let Some(object) = response.as_object_mut() {
                 object.insert("id".to_owned(), json!(id));
             }
-            if session.pooled {
-                crate::modern::decorate(method, &mut response);
-            } else {
-                crate::modern::undecorate(&mut response);
-            }
+            crate::modern::for_client(session.pooled, method, &mut response);
             rpc(StatusCode::OK, response)
         }
         Ok(Answer::Stream(stream)) => {
@@ -1252,11 +1254,7 @@ pub(crate) async fn forward_screened(
                     if let Some((screen, subject)) = &screen {
                         screen.response(subject, message, &mut record);
                     }
-                    if pooled {
-                        crate::modern::decorate(&decorate, message);
-                    } else {
-                        crate::modern::undecorate(message);
-                    }
+                    crate::modern::for_client(pooled, &decorate, message);
                 };
                 let server_requests = answer_upstream.as_ref().map(|f| f as &(dyn Fn(&Value) + Send + Sync));
                 let end =

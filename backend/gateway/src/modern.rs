@@ -98,19 +98,6 @@ pub(crate) fn method_not_allowed(method: &str, record: &mut Record) -> Response 
     response
 }
 
-/// The 400 -32022 answer naming every version the gateway speaks.
-pub(crate) fn unsupported_version(id: Option<&Id>, requested: Option<&Value>) -> Value {
-    let mut data = json!({ "supported": all_supported_versions() });
-    if let Some(requested) = requested {
-        data["requested"] = requested.clone();
-    }
-    json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": { "code": mcp::UNSUPPORTED_PROTOCOL_VERSION, "message": "Unsupported protocol version", "data": data },
-    })
-}
-
 /// A 2026-07-28 client's POST, after admission and parsing.
 #[allow(clippy::too_many_arguments)] // the request's whole context
 pub(crate) async fn handle(
@@ -149,7 +136,7 @@ pub(crate) async fn handle(
         let requested =
             message.params.as_ref().and_then(|p| p.pointer("/_meta")).and_then(|m| m.get(META_PROTOCOL_VERSION));
         record.outcome(Outcome::Invalid, format!("unsupported protocol version {requested:?} in _meta"));
-        return rpc(StatusCode::BAD_REQUEST, unsupported_version(Some(&id), requested));
+        return rpc(StatusCode::BAD_REQUEST, mcp::unsupported_version_error(Some(&id), requested));
     };
     if !KNOWN_METHODS.contains(&method.as_str()) {
         let why = format!("method '{method}' is not supported by this gateway in MCP {version}");
@@ -362,6 +349,12 @@ async fn discover(gw: &Gateway, route: &VirtualServerRoute, session: &Session, i
     );
     decorate("server/discover", &mut answer);
     answer
+}
+
+/// A forwarded answer as its client's era expects it: [`decorate`]d for a 2026-07-28 client (a
+/// pooled session), [`undecorate`]d for a 2025-era one.
+pub(crate) fn for_client(pooled: bool, method: &str, response: &mut Value) {
+    if pooled { decorate(method, response) } else { undecorate(response) }
 }
 
 /// Completes a response for a 2026-07-28 client: `resultType: "complete"` unless the result names
