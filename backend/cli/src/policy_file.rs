@@ -699,6 +699,12 @@ pub fn parse(text: &str) -> Result<PolicyFile, String> {
     serde_norway::from_str(text).map_err(|e| e.to_string())
 }
 
+/// The items of `items` whose key an earlier item already had, in order.
+fn repeats<T, K: Ord>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut seen = BTreeSet::new();
+    items.into_iter().filter(|item| !seen.insert(key(item))).collect()
+}
+
 /// Checks what the file says about itself, before anything is read from the control plane:
 /// the format version, and that roles, virtual servers, members, granted tools and upstreams are
 /// each listed once.
@@ -717,18 +723,12 @@ pub fn validate(file: &PolicyFile) -> Vec<String> {
             errors.push(format!("{item}: role '{}' is listed twice", role.slug));
         }
         for (server, tools) in &role.grants {
-            let mut seen = BTreeSet::new();
-            for tool in tools {
-                if !seen.insert(tool.as_str()) {
-                    errors.push(format!("{item}: grants.{server}: tool '{tool}' is listed twice"));
-                }
+            for tool in repeats(tools, |t| t.as_str()) {
+                errors.push(format!("{item}: grants.{server}: tool '{tool}' is listed twice"));
             }
         }
-        let mut seen = BTreeSet::new();
-        for member in &role.members {
-            if !seen.insert(normalize_email(member)) {
-                errors.push(format!("{item}: members: '{member}' is listed twice"));
-            }
+        for member in repeats(&role.members, |m| normalize_email(m)) {
+            errors.push(format!("{item}: members: '{member}' is listed twice"));
         }
     }
     let mut vss = BTreeSet::new();
@@ -740,20 +740,11 @@ pub fn validate(file: &PolicyFile) -> Vec<String> {
         if vs.upstreams.is_empty() {
             errors.push(format!("{item}: upstreams: name at least one upstream server"));
         }
-        let mut seen = BTreeSet::new();
-        for u in &vs.upstreams {
-            if !seen.insert(u.as_str()) {
-                errors.push(format!("{item}: upstreams: server '{u}' is listed twice"));
-            }
+        for u in repeats(&vs.upstreams, |u| u.as_str()) {
+            errors.push(format!("{item}: upstreams: server '{u}' is listed twice"));
         }
-        let mut seen = BTreeSet::new();
-        for (j, o) in vs.overrides.iter().enumerate() {
-            if !seen.insert((o.server.as_str(), o.tool.as_str())) {
-                errors.push(format!(
-                    "{item}: overrides[{j}]: tool '{}' of server '{}' is listed twice",
-                    o.tool, o.server
-                ));
-            }
+        for (j, o) in repeats(vs.overrides.iter().enumerate(), |(_, o)| (o.server.as_str(), o.tool.as_str())) {
+            errors.push(format!("{item}: overrides[{j}]: tool '{}' of server '{}' is listed twice", o.tool, o.server));
         }
     }
     let mut groups = BTreeSet::new();
@@ -762,24 +753,15 @@ pub fn validate(file: &PolicyFile) -> Vec<String> {
         if !groups.insert(g.slug.as_str()) {
             errors.push(format!("{item}: group '{}' is listed twice", g.slug));
         }
-        let mut seen = BTreeSet::new();
-        for member in &g.members {
-            if !seen.insert(normalize_email(member)) {
-                errors.push(format!("{item}: members: '{member}' is listed twice"));
-            }
+        for member in repeats(&g.members, |m| normalize_email(m)) {
+            errors.push(format!("{item}: members: '{member}' is listed twice"));
         }
-        let mut seen = BTreeSet::new();
-        for role in &g.roles {
-            if !seen.insert(role.as_str()) {
-                errors.push(format!("{item}: roles: '{role}' is listed twice"));
-            }
+        for role in repeats(&g.roles, |r| r.as_str()) {
+            errors.push(format!("{item}: roles: '{role}' is listed twice"));
         }
     }
-    let mut seen = BTreeSet::new();
-    for email in file.user_attributes.iter().flat_map(BTreeMap::keys) {
-        if !seen.insert(normalize_email(email)) {
-            errors.push(format!("userAttributes: '{email}' is listed twice"));
-        }
+    for email in repeats(file.user_attributes.iter().flat_map(BTreeMap::keys), |e| normalize_email(e)) {
+        errors.push(format!("userAttributes: '{email}' is listed twice"));
     }
     errors
 }
